@@ -1,0 +1,454 @@
+//! The job queue contract on top of apalis-postgres: `SyncUserJob` payloads, enqueueing
+//! (one active job per user), the nightly fan-out pass, and operator actions (retry,
+//! discard) shared by the CLI and the dashboard.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{AssertSqlSafe, PgExecutor, PgPool, Postgres, QueryBuilder};
+
+use crate::DomainError;
+
+/// The apalis queue (`apalis.jobs.job_type`) of `SyncUserJob`s.
+pub const SYNC_QUEUE: &str = "sync-calendar";
+
+/// Payload of a `SyncUserJob`: sync one user's course calendar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncUserJob {
+    pub user_id: i64,
+    /// Why the job exists: "nightly", "manual", "api", "http", …
+    #[serde(default = "default_reason")]
+    pub reason: String,
+    /// The nightly run that enqueued it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<i64>,
+}
+
+fn default_reason() -> String {
+    "api".into()
+}
+
+/// A payload that is not a valid `SyncUserJob`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "malformed SyncUserJob payload {payload}: {problem} (expected {{\"user_id\": <positive integer>, \"reason\"?: string, \"run_id\"?: integer}})"
+)]
+pub struct PayloadError {
+    /// The payload, shortened for logs.
+    pub payload: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl SyncUserJob {
+    /// Validate a decoded payload with a clear error for operators.
+    pub fn from_payload(value: &serde_json::Value) -> Result<Self, PayloadError> {
+        let shown: String = value.to_string().chars().take(200).collect();
+        let job: SyncUserJob = serde_json::from_value(value.clone()).map_err(|e| PayloadError {
+            payload: shown.clone(),
+            problem: e.to_string(),
+        })?;
+        if job.user_id <= 0 {
+            return Err(PayloadError {
+                payload: shown,
+                problem: format!("user_id must be positive, got {}", job.user_id),
+            });
+        }
+        Ok(job)
+    }
+}
+
+/// The idempotency key an active job of this user holds.
+pub fn user_key(user_id: i64) -> String {
+    format!("sync-user:{user_id}")
+}
+
+/// Enqueue a sync of one user (or return the id of the job already active for them).
+/// Same rules as the SQL API `calsync.enqueue_sync`, which this calls.
+pub async fn enqueue_sync(
+    db: impl PgExecutor<'_>,
+    user_id: i64,
+    reason: &str,
+) -> Result<String, DomainError> {
+    let res = sqlx::query_scalar::<_, String>("SELECT calsync.enqueue_sync($1, $2)")
+        .bind(user_id)
+        .bind(reason)
+        .fetch_one(db)
+        .await;
+    match res {
+        Ok(id) => Ok(id),
+        Err(e) => {
+            let err = DomainError::from(e);
+            match err.sqlstate().as_deref() {
+                Some("23503") => Err(DomainError::UnknownUser(user_id)),
+                Some("22023") => Err(DomainError::NoCalendar(user_id)),
+                _ => Err(err),
+            }
+        }
+    }
+}
+
+/// A nightly (or manual) fan-out pass.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct NightlyRun {
+    pub id: i64,
+    pub scheduled_for: DateTime<Utc>,
+    pub trigger: String,
+    pub started_at: DateTime<Utc>,
+    pub enqueue_finished_at: Option<DateTime<Utc>>,
+    pub users_due: i32,
+    pub enqueued: i32,
+    pub already_queued: i32,
+    pub succeeded: i32,
+    pub failed: i32,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub enqueued_by: String,
+}
+
+/// How the pass was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunTrigger {
+    /// The cron tick.
+    Cron,
+    /// `calsync nightly --now`, the dashboard's "run now".
+    Manual,
+}
+
+impl RunTrigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunTrigger::Cron => "cron",
+            RunTrigger::Manual => "manual",
+        }
+    }
+}
+
+/// Run the fan-out for the tick `scheduled_for`: record the run and enqueue one
+/// `SyncUserJob` per due user without an active job, in one transaction and one
+/// set-based INSERT … SELECT.
+///
+/// Returns `None` when a run for this tick already exists: every replica's cron fires,
+/// the first one to commit the run row does the work.
+pub async fn run_nightly_pass(
+    pool: &PgPool,
+    scheduled_for: DateTime<Utc>,
+    trigger: RunTrigger,
+    enqueued_by: &str,
+) -> Result<Option<NightlyRun>, DomainError> {
+    let mut tx = pool.begin().await?;
+    let run_id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO calsync.nightly_runs (scheduled_for, trigger, enqueued_by) VALUES ($1, $2, $3) \
+         ON CONFLICT (scheduled_for) DO NOTHING RETURNING id",
+    )
+    .bind(scheduled_for)
+    .bind(trigger.as_str())
+    .bind(enqueued_by)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(run_id) = run_id else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    // run_at = clock_timestamp() (just after the transaction's now()) keeps apalis'
+    // per-row NOTIFY quiet; one NOTIFY below wakes the workers once for the whole batch.
+    let run = sqlx::query_as::<_, NightlyRun>(AssertSqlSafe(format!(
+        "WITH due AS ( \
+             SELECT id FROM users WHERE {due} \
+         ), ins AS ( \
+             INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key) \
+             SELECT apalis.generate_ulid(), '{queue}', \
+                    convert_to(jsonb_build_object('user_id', due.id, 'reason', 'nightly', 'run_id', $1::bigint)::text, 'UTF8'), \
+                    'Pending', 0, s.default_max_attempts, clock_timestamp(), 0, 'sync-user:' || due.id \
+             FROM due CROSS JOIN calsync.queue_settings s \
+             ON CONFLICT (job_type, idempotency_key) DO NOTHING \
+             RETURNING 1 \
+         ), counts AS ( \
+             SELECT (SELECT count(*) FROM due) AS due_n, (SELECT count(*) FROM ins) AS ins_n \
+         ) \
+         UPDATE calsync.nightly_runs r SET \
+             users_due = counts.due_n, enqueued = counts.ins_n, already_queued = counts.due_n - counts.ins_n, \
+             enqueue_finished_at = clock_timestamp(), \
+             finished_at = CASE WHEN counts.ins_n = 0 THEN clock_timestamp() END \
+         FROM counts WHERE r.id = $1 \
+         RETURNING r.*",
+        due = crate::users::DUE_CONDITION,
+        queue = SYNC_QUEUE
+    )))
+    .bind(run_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify('apalis::job::insert', json_build_object('job_type', $1::text, 'id', 'batch')::text)")
+        .bind(SYNC_QUEUE)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(run))
+}
+
+/// Load one nightly run.
+pub async fn nightly_run(
+    db: impl PgExecutor<'_>,
+    id: i64,
+) -> Result<Option<NightlyRun>, DomainError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM calsync.nightly_runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// The newest nightly runs, newest first.
+pub async fn recent_nightly_runs(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<NightlyRun>, DomainError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM calsync.nightly_runs ORDER BY scheduled_for DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(db)
+            .await?,
+    )
+}
+
+/// A job state as operators see it (apalis' raw status plus attempts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting to run (possibly scheduled for later).
+    Pending,
+    /// Fetched by a worker or running.
+    Running,
+    /// Failed, waiting for its next attempt (backoff).
+    Retrying,
+    /// Failed and out of attempts.
+    Failed,
+    /// Stopped for good: a permanent error, a crash loop, or discarded by an operator.
+    Killed,
+    /// Finished successfully.
+    Done,
+}
+
+impl JobState {
+    /// Every state, in display order.
+    pub const ALL: [JobState; 6] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Failed,
+        JobState::Killed,
+        JobState::Done,
+    ];
+
+    /// The lowercase name used in URLs and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Failed => "failed",
+            JobState::Killed => "killed",
+            JobState::Done => "done",
+        }
+    }
+
+    /// Parse the lowercase name.
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// SQL condition on an `apalis.jobs` row aliased `j`.
+    pub fn condition(self) -> &'static str {
+        match self {
+            JobState::Pending => "j.status = 'Pending'",
+            JobState::Running => "j.status IN ('Queued', 'Running')",
+            JobState::Retrying => "(j.status = 'Failed' AND j.attempts < j.max_attempts)",
+            JobState::Failed => "(j.status = 'Failed' AND j.attempts >= j.max_attempts)",
+            JobState::Killed => "j.status = 'Killed'",
+            JobState::Done => "j.status = 'Done'",
+        }
+    }
+
+    /// SQL expression computing the state of `j`.
+    pub const SQL_EXPR: &'static str = "CASE WHEN j.status = 'Pending' THEN 'pending' \
+        WHEN j.status IN ('Queued', 'Running') THEN 'running' \
+        WHEN j.status = 'Failed' AND j.attempts < j.max_attempts THEN 'retrying' \
+        WHEN j.status = 'Failed' THEN 'failed' WHEN j.status = 'Killed' THEN 'killed' ELSE 'done' END";
+}
+
+/// Which jobs an operator action or listing applies to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub queue: Option<String>,
+    pub user_id: Option<i64>,
+    pub run_id: Option<i64>,
+    pub ids: Option<Vec<String>>,
+}
+
+impl JobFilter {
+    /// Append `AND …` conditions on `apalis.jobs j` to a query.
+    pub fn push_conditions(&self, qb: &mut QueryBuilder<Postgres>) {
+        if let Some(state) = self.state {
+            qb.push(" AND ").push(state.condition());
+        }
+        if let Some(queue) = &self.queue {
+            qb.push(" AND j.job_type = ").push_bind(queue.clone());
+        }
+        if let Some(user) = self.user_id {
+            qb.push(" AND j.job_type = ")
+                .push_bind(SYNC_QUEUE)
+                .push(" AND (calsync.job_payload(j.job) ->> 'user_id') = ")
+                .push_bind(user.to_string());
+        }
+        if let Some(run) = self.run_id {
+            qb.push(" AND j.job_type = ")
+                .push_bind(SYNC_QUEUE)
+                .push(" AND (calsync.job_payload(j.job) ->> 'run_id') = ")
+                .push_bind(run.to_string());
+        }
+        if let Some(ids) = &self.ids {
+            qb.push(" AND j.id = ANY(").push_bind(ids.clone()).push(")");
+        }
+    }
+}
+
+/// What a bulk action did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ActionOutcome {
+    /// Jobs changed.
+    pub changed: Vec<String>,
+    /// Jobs matched but left alone (e.g. the user already has an active job).
+    pub skipped: u64,
+}
+
+/// Retry failed, killed or retrying jobs matching `filter`: back to Pending now, with a
+/// fresh attempt budget. A sync job is not retried when its user already has another
+/// active job (the one-active-job-per-user rule), and of several matching jobs of one
+/// user only the newest is retried. One transaction, audited.
+pub async fn retry_jobs(
+    pool: &PgPool,
+    filter: &JobFilter,
+    actor: &str,
+) -> Result<ActionOutcome, DomainError> {
+    let mut tx = pool.begin().await?;
+    let mut qb = QueryBuilder::<Postgres>::new(
+        "WITH candidates AS ( \
+             SELECT j.id, j.job_type, calsync.job_payload(j.job) ->> 'user_id' AS uid \
+             FROM apalis.jobs j \
+             WHERE (j.status IN ('Failed', 'Killed'))",
+    );
+    filter.push_conditions(&mut qb);
+    qb.push(
+        " FOR UPDATE OF j \
+         ), pick AS ( \
+             SELECT DISTINCT ON (CASE WHEN c.job_type = '",
+    );
+    qb.push(SYNC_QUEUE).push(
+        "' AND c.uid IS NOT NULL THEN 'u' || c.uid ELSE 'j' || c.id END) c.id, c.job_type, c.uid \
+             FROM candidates c \
+             WHERE c.job_type <> '",
+    );
+    qb.push(SYNC_QUEUE).push(
+        "' OR c.uid IS NULL OR NOT EXISTS ( \
+                 SELECT 1 FROM apalis.jobs a \
+                 WHERE a.job_type = c.job_type AND a.idempotency_key = 'sync-user:' || c.uid AND a.id <> c.id) \
+             ORDER BY (CASE WHEN c.job_type = '",
+    );
+    qb.push(SYNC_QUEUE).push(
+        "' AND c.uid IS NOT NULL THEN 'u' || c.uid ELSE 'j' || c.id END), c.id DESC \
+         ) \
+         UPDATE apalis.jobs j SET status = 'Pending', attempts = 0, run_at = now(), lock_by = NULL, \
+             lock_at = NULL, done_at = NULL, \
+             idempotency_key = CASE WHEN pick.job_type = '",
+    );
+    qb.push(SYNC_QUEUE).push(
+        "' AND pick.uid IS NOT NULL THEN 'sync-user:' || pick.uid ELSE j.idempotency_key END \
+         FROM pick WHERE j.id = pick.id RETURNING j.id, (SELECT count(*) FROM candidates)",
+    );
+    let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+    let matched = rows.first().map(|r| r.1).unwrap_or_else(|| 0);
+    let changed: Vec<String> = rows.into_iter().map(|r| r.0).collect();
+    let skipped = (matched as u64).saturating_sub(changed.len() as u64);
+    audit(
+        &mut *tx,
+        actor,
+        "retry_jobs",
+        serde_json::json!({"filter": filter, "retried": changed, "skipped": skipped}),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        actor,
+        retried = changed.len(),
+        skipped,
+        ?filter,
+        "jobs retried"
+    );
+    Ok(ActionOutcome { changed, skipped })
+}
+
+/// Discard pending or retrying jobs matching `filter` (they become Killed and release
+/// the user's active-job slot). One transaction, audited.
+pub async fn discard_jobs(
+    pool: &PgPool,
+    filter: &JobFilter,
+    actor: &str,
+) -> Result<ActionOutcome, DomainError> {
+    let mut tx = pool.begin().await?;
+    let mut qb = QueryBuilder::<Postgres>::new(
+        "UPDATE apalis.jobs j SET status = 'Killed', done_at = now(), lock_by = NULL, lock_at = NULL, \
+             last_result = jsonb_build_object('Err', 'discarded by ' || ",
+    );
+    qb.push_bind(actor.to_string());
+    qb.push(
+        ") WHERE (j.status = 'Pending' OR (j.status = 'Failed' AND j.attempts < j.max_attempts))",
+    );
+    filter.push_conditions(&mut qb);
+    qb.push(" RETURNING j.id");
+    let changed: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
+    audit(
+        &mut *tx,
+        actor,
+        "discard_jobs",
+        serde_json::json!({"filter": filter, "discarded": changed}),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(actor, discarded = changed.len(), ?filter, "jobs discarded");
+    Ok(ActionOutcome {
+        changed,
+        skipped: 0,
+    })
+}
+
+/// Job counts by queue and state.
+pub async fn job_counts(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(String, JobState, i64)>, DomainError> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT j.job_type, {} AS state, count(*) FROM apalis.jobs j GROUP BY 1, 2 ORDER BY 1, 2",
+        JobState::SQL_EXPR
+    )))
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(q, s, n)| JobState::parse(&s).map(|st| (q, st, n)))
+        .collect())
+}
+
+/// Append an operator action to `calsync.audit_log`.
+pub async fn audit(
+    db: impl PgExecutor<'_>,
+    actor: &str,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<(), DomainError> {
+    sqlx::query("INSERT INTO calsync.audit_log (actor, action, detail) VALUES ($1, $2, $3)")
+        .bind(actor)
+        .bind(action)
+        .bind(detail)
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! Users, their calendar-sync flags, and the compare-and-clear that ends a sync.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, PgExecutor};
+
+use crate::DomainError;
+
+/// Where a user's calendar sync stands, beyond the `calendar_needs_sync` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStatus {
+    /// Nothing stands in the way of a sync.
+    Ok,
+    /// Google refused the refresh token (`invalid_grant`): the student must sign in again.
+    /// Not retried until new credentials arrive.
+    NeedsReauth,
+    /// The course calendar no longer exists in Google (the student deleted it).
+    /// Not retried until the calendar id changes.
+    CalendarMissing,
+    /// The last sync failed after all retries; the next nightly pass tries again.
+    Failing,
+}
+
+impl SyncStatus {
+    /// The value stored in `users.calendar_sync_status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::Ok => "ok",
+            SyncStatus::NeedsReauth => "needs_reauth",
+            SyncStatus::CalendarMissing => "calendar_missing",
+            SyncStatus::Failing => "failing",
+        }
+    }
+}
+
+/// A row of `users`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub google_course_calendar_id: Option<String>,
+    pub calendar_needs_sync: bool,
+    pub last_calendar_sync_at: Option<DateTime<Utc>>,
+    pub calendar_sync_generation: i64,
+    pub calendar_sync_status: SyncStatus,
+    pub last_sync_error: Option<String>,
+    pub last_sync_error_at: Option<DateTime<Utc>>,
+}
+
+const USER_COLUMNS: &str = "id, email, name, google_course_calendar_id, calendar_needs_sync, \
+     last_calendar_sync_at, calendar_sync_generation, calendar_sync_status, last_sync_error, last_sync_error_at";
+
+/// The SQL condition that makes a user due for the nightly sync: flagged or never
+/// synced, with a course calendar, and not blocked on something only the student can
+/// fix (re-authentication, a deleted calendar).
+pub const DUE_CONDITION: &str = "google_course_calendar_id IS NOT NULL AND google_course_calendar_id <> '' \
+     AND (calendar_needs_sync OR last_calendar_sync_at IS NULL) \
+     AND calendar_sync_status NOT IN ('needs_reauth', 'calendar_missing')";
+
+/// Load one user.
+pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<User, DomainError> {
+    sqlx::query_as::<_, User>(AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(DomainError::UnknownUser(id))
+}
+
+/// Find a user by e-mail (case-insensitive).
+pub async fn find_by_email(
+    db: impl PgExecutor<'_>,
+    email: &str,
+) -> Result<Option<User>, DomainError> {
+    Ok(sqlx::query_as::<_, User>(AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)"
+    )))
+    .bind(email)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Ids of every user due for sync, in id order.
+pub async fn due_user_ids(db: impl PgExecutor<'_>) -> Result<Vec<i64>, DomainError> {
+    Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM users WHERE {DUE_CONDITION} ORDER BY id"
+    )))
+    .fetch_all(db)
+    .await?)
+}
+
+/// Flag one user for sync (the seed's "manual sync" for a single user).
+pub async fn mark_for_sync(db: impl PgExecutor<'_>, id: i64) -> Result<(), DomainError> {
+    let flagged: i64 = sqlx::query_scalar("SELECT calsync.flag_users(ARRAY[$1::bigint])")
+        .bind(id)
+        .fetch_one(db)
+        .await?;
+    if flagged == 0 {
+        return Err(DomainError::UnknownUser(id));
+    }
+    Ok(())
+}
+
+/// Flag every user that has a course calendar. Returns how many were flagged.
+pub async fn mark_all_for_sync(db: impl PgExecutor<'_>) -> Result<i64, DomainError> {
+    Ok(sqlx::query_scalar(
+        "SELECT calsync.flag_users(ARRAY(SELECT id FROM users \
+         WHERE google_course_calendar_id IS NOT NULL AND google_course_calendar_id <> ''))",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// What [`finish_sync`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishOutcome {
+    /// Nothing changed since the sync read the data: flag cleared, sync time stamped.
+    Cleared,
+    /// Something changed while the sync ran: the sync time is stamped but the flag
+    /// stays set, so the change is not lost.
+    ChangedDuringSync,
+}
+
+/// End a successful sync: clear the flag only if the user's generation is still the one
+/// the sync read (compare-and-clear), stamp `last_calendar_sync_at` either way, and
+/// reset the status and last error.
+pub async fn finish_sync(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    generation: i64,
+) -> Result<FinishOutcome, DomainError> {
+    let cleared: Option<bool> = sqlx::query_scalar(
+        "UPDATE users SET \
+             calendar_needs_sync = CASE WHEN calendar_sync_generation = $2 THEN false ELSE calendar_needs_sync END, \
+             last_calendar_sync_at = now(), calendar_sync_status = 'ok', \
+             last_sync_error = NULL, last_sync_error_at = NULL, updated_at = now() \
+         WHERE id = $1 \
+         RETURNING calendar_sync_generation = $2",
+    )
+    .bind(id)
+    .bind(generation)
+    .fetch_optional(db)
+    .await?;
+    match cleared {
+        None => Err(DomainError::UnknownUser(id)),
+        Some(true) => Ok(FinishOutcome::Cleared),
+        Some(false) => Ok(FinishOutcome::ChangedDuringSync),
+    }
+}
+
+/// Record a failed sync: the status to show and the error text (which must not contain
+/// secrets). The flag is left as it is, so the user stays due.
+pub async fn record_failure(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    status: SyncStatus,
+    error: &str,
+) -> Result<(), DomainError> {
+    let updated = sqlx::query(
+        "UPDATE users SET calendar_sync_status = $2, last_sync_error = $3, last_sync_error_at = now(), \
+         updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(error)
+    .execute(db)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(DomainError::UnknownUser(id));
+    }
+    Ok(())
+}
+
+/// Counts for `calsync status` and the dashboard.
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub struct UserCounts {
+    pub users: i64,
+    pub with_calendar: i64,
+    pub flagged: i64,
+    pub never_synced: i64,
+    pub due: i64,
+    pub needs_reauth: i64,
+    pub calendar_missing: i64,
+    pub failing: i64,
+}
+
+/// Count users by sync state.
+pub async fn counts(db: impl PgExecutor<'_>) -> Result<UserCounts, DomainError> {
+    Ok(sqlx::query_as::<_, UserCounts>(AssertSqlSafe(format!(
+        "SELECT count(*) AS users, \
+           count(*) FILTER (WHERE google_course_calendar_id IS NOT NULL AND google_course_calendar_id <> '') AS with_calendar, \
+           count(*) FILTER (WHERE calendar_needs_sync) AS flagged, \
+           count(*) FILTER (WHERE last_calendar_sync_at IS NULL) AS never_synced, \
+           count(*) FILTER (WHERE {DUE_CONDITION}) AS due, \
+           count(*) FILTER (WHERE calendar_sync_status = 'needs_reauth') AS needs_reauth, \
+           count(*) FILTER (WHERE calendar_sync_status = 'calendar_missing') AS calendar_missing, \
+           count(*) FILTER (WHERE calendar_sync_status = 'failing') AS failing \
+         FROM users"
+    )))
+    .fetch_one(db)
+    .await?)
+}
