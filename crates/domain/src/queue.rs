@@ -149,7 +149,8 @@ pub async fn run_nightly_pass(
         return Ok(None);
     };
     // run_at = clock_timestamp() (just after the transaction's now()) keeps apalis'
-    // per-row NOTIFY quiet; one NOTIFY below wakes the workers once for the whole batch.
+    // per-row NOTIFY quiet (100,000 notifications would flood every listener); one NOTIFY
+    // below wakes the workers once for the whole batch.
     let run = sqlx::query_as::<_, NightlyRun>(AssertSqlSafe(format!(
         "WITH due AS ( \
              SELECT id FROM users WHERE {due} \
@@ -176,10 +177,15 @@ pub async fn run_nightly_pass(
     .bind(run_id)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify('apalis::job::insert', json_build_object('job_type', $1::text, 'id', 'batch')::text)")
-        .bind(SYNC_QUEUE)
-        .execute(&mut *tx)
-        .await?;
+    // apalis ignores notifications whose id is not a ULID; any real job id wakes the
+    // workers, which then keep fetching batches until the queue is drained.
+    sqlx::query(
+        "SELECT pg_notify('apalis::job::insert', json_build_object('job_type', $1::text, 'id', j.id)::text) \
+         FROM (SELECT id FROM apalis.jobs WHERE job_type = $1 AND status = 'Pending' LIMIT 1) j",
+    )
+    .bind(SYNC_QUEUE)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Some(run))
 }
@@ -366,7 +372,7 @@ pub async fn retry_jobs(
          FROM pick WHERE j.id = pick.id RETURNING j.id, (SELECT count(*) FROM candidates)",
     );
     let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-    let matched = rows.first().map(|r| r.1).unwrap_or_else(|| 0);
+    let matched = rows.first().map(|r| r.1).unwrap_or(0);
     let changed: Vec<String> = rows.into_iter().map(|r| r.0).collect();
     let skipped = (matched as u64).saturating_sub(changed.len() as u64);
     audit(
