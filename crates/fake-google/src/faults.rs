@@ -141,7 +141,10 @@ impl FaultRule {
         if let Some(error) = &self.error
             && !(400..=599).contains(&error.status)
         {
-            return Err(format!("error.status must be 400..=599, got {}", error.status));
+            return Err(format!(
+                "error.status must be 400..=599, got {}",
+                error.status
+            ));
         }
         if let Some(rate) = self.rate
             && !(0.0..=1.0).contains(&rate)
