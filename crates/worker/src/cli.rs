@@ -1,0 +1,237 @@
+//! Command-line interface and configuration (flags with environment fallbacks).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// calsync: keeps students' course schedules in Google Calendar.
+#[derive(Debug, Parser)]
+#[command(name = "calsync", version, about, long_about = None)]
+pub struct Cli {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "CALSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations (apalis queue schema, then calsync's).
+    Migrate,
+    /// Run a queue worker: SyncUserJobs, the nightly cron, and the HTTP API.
+    Worker(WorkerArgs),
+    /// Run the nightly fan-out pass (enqueue one SyncUserJob per due user).
+    Nightly(NightlyArgs),
+    /// Enqueue a sync of one user.
+    SyncUser(SyncUserArgs),
+    /// Flag every user with a course calendar for sync (picked up by the next nightly pass).
+    MarkAll,
+    /// Print flagged / due / failed counts.
+    Status(StatusArgs),
+    /// Serve the jobs dashboard.
+    Dashboard(DashboardArgs),
+    /// One-command demo: Postgres, a seeded university, the fake Google API, a nightly
+    /// sync, and the dashboard.
+    Demo(DemoArgs),
+    /// Benchmarks that print ratios against baselines measured in the same run.
+    Bench(BenchArgs),
+    /// Serve the fake Google Calendar API (for local experiments).
+    FakeGoogle(FakeGoogleArgs),
+}
+
+/// Google API settings.
+#[derive(Debug, Clone, Args)]
+pub struct GoogleArgs {
+    /// Calendar API base URL (with trailing slash).
+    #[arg(long, env = "CALSYNC_GOOGLE_API_BASE_URL", default_value = "https://www.googleapis.com/calendar/v3/")]
+    pub google_api_base_url: String,
+    /// Google API root URL (with trailing slash).
+    #[arg(long, env = "CALSYNC_GOOGLE_API_ROOT_URL", default_value = "https://www.googleapis.com/")]
+    pub google_api_root_url: String,
+    /// OAuth token endpoint.
+    #[arg(long, env = "CALSYNC_GOOGLE_TOKEN_URL", default_value = "https://oauth2.googleapis.com/token")]
+    pub google_token_url: String,
+    /// OAuth client id.
+    #[arg(long, env = "CALSYNC_GOOGLE_CLIENT_ID", default_value = "")]
+    pub google_client_id: String,
+    /// OAuth client secret.
+    #[arg(long, env = "CALSYNC_GOOGLE_CLIENT_SECRET", default_value = "", hide_env_values = true, hide_default_value = true)]
+    pub google_client_secret: String,
+    /// Google API requests per second per user (Google allows about 10).
+    #[arg(long, env = "CALSYNC_GOOGLE_PER_USER_RPS", default_value_t = 8.0)]
+    pub google_per_user_rps: f64,
+    /// Google API requests per second for this process.
+    #[arg(long, env = "CALSYNC_GOOGLE_PROJECT_RPS", default_value_t = 150.0)]
+    pub google_project_rps: f64,
+    /// Timeout of one Google API request, in seconds.
+    #[arg(long, env = "CALSYNC_GOOGLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub google_timeout_secs: u64,
+    /// The school's time zone: class times are wall-clock times in it.
+    #[arg(long, env = "CALSYNC_SCHOOL_TIME_ZONE", default_value = "America/New_York")]
+    pub school_time_zone: chrono_tz::Tz,
+}
+
+/// `calsync worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Jobs run at once by this process.
+    #[arg(long, env = "CALSYNC_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Nightly schedule, cron with seconds first (6-7 fields).
+    #[arg(long, env = "CALSYNC_NIGHTLY_SCHEDULE", default_value = "0 30 3 * * *")]
+    pub nightly_schedule: String,
+    /// Time zone of the nightly schedule.
+    #[arg(long, env = "CALSYNC_NIGHTLY_TIME_ZONE", default_value = "America/New_York")]
+    pub nightly_time_zone: chrono_tz::Tz,
+    /// Do not run the nightly cron in this process.
+    #[arg(long, env = "CALSYNC_NO_CRON")]
+    pub no_cron: bool,
+    /// HTTP API (health, metrics, enqueue) listen address; port 0 picks a free port.
+    #[arg(long, env = "CALSYNC_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+    /// Bearer token required by the enqueue API (unset: the API only accepts loopback callers).
+    #[arg(long, env = "CALSYNC_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Prefix of this process' worker names (made unique per process).
+    #[arg(long, env = "CALSYNC_WORKER_NAME")]
+    pub worker_name: Option<String>,
+    /// Heartbeat interval in seconds; a worker silent for 3 heartbeats is presumed dead
+    /// and its jobs are handed to other workers.
+    #[arg(long, env = "CALSYNC_HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// Poll interval in seconds (fallback to LISTEN/NOTIFY; picks up retries whose backoff ended).
+    #[arg(long, env = "CALSYNC_POLL_SECS", default_value_t = 2)]
+    pub poll_secs: u64,
+    /// Longest a single sync may take, in seconds.
+    #[arg(long, env = "CALSYNC_JOB_TIMEOUT_SECS", default_value_t = 600)]
+    pub job_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long in-flight jobs may take to finish, in seconds.
+    #[arg(long, env = "CALSYNC_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+    /// Also serve the dashboard from this process on this address.
+    #[arg(long, env = "CALSYNC_WORKER_DASHBOARD_LISTEN")]
+    pub dashboard_listen: Option<SocketAddr>,
+    /// Max database connections of this process.
+    #[arg(long, env = "CALSYNC_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+    #[command(flatten)]
+    pub google: GoogleArgs,
+    #[command(flatten)]
+    pub dashboard: DashboardAuthArgs,
+}
+
+impl WorkerArgs {
+    /// Heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+}
+
+/// `calsync nightly`.
+#[derive(Debug, Clone, Args)]
+pub struct NightlyArgs {
+    /// Run the pass now (the seed's `NightlyCalendarSyncJob.perform_now`). Required,
+    /// so that a stray `calsync nightly` does nothing by surprise.
+    #[arg(long)]
+    pub now: bool,
+}
+
+/// `calsync sync-user`.
+#[derive(Debug, Clone, Args)]
+pub struct SyncUserArgs {
+    /// The user's id.
+    pub user_id: i64,
+    /// Wait until the job has finished and print its outcome.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+/// `calsync status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Dashboard authentication.
+#[derive(Debug, Clone, Args)]
+pub struct DashboardAuthArgs {
+    /// Token that logs in as admin (may retry, discard, run now).
+    #[arg(long, env = "CALSYNC_DASHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub dashboard_admin_token: Option<String>,
+    /// Token that logs in read-only.
+    #[arg(long, env = "CALSYNC_DASHBOARD_READONLY_TOKEN", hide_env_values = true)]
+    pub dashboard_readonly_token: Option<String>,
+    /// Key signing session cookies (random per process when unset: sessions end on restart).
+    #[arg(long, env = "CALSYNC_DASHBOARD_SESSION_SECRET", hide_env_values = true)]
+    pub dashboard_session_secret: Option<String>,
+    /// Mark cookies Secure (serve the dashboard behind HTTPS).
+    #[arg(long, env = "CALSYNC_DASHBOARD_SECURE_COOKIES")]
+    pub dashboard_secure_cookies: bool,
+}
+
+/// `calsync dashboard`.
+#[derive(Debug, Clone, Args)]
+pub struct DashboardArgs {
+    /// Listen address (loopback unless told otherwise).
+    #[arg(long, env = "CALSYNC_DASHBOARD_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub auth: DashboardAuthArgs,
+}
+
+/// `calsync demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Students to seed.
+    #[arg(long, default_value_t = 2000)]
+    pub students: u32,
+    /// Courses to seed.
+    #[arg(long, default_value_t = 300)]
+    pub courses: u32,
+    /// Dashboard listen address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub dashboard_listen: SocketAddr,
+    /// Exit after the nightly sync instead of serving the dashboard.
+    #[arg(long)]
+    pub exit_after_sync: bool,
+}
+
+/// `calsync bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Scale factor (1.0 = the documented sizes).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// `calsync fake-google`.
+#[derive(Debug, Clone, Args)]
+pub struct FakeGoogleArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8085")]
+    pub listen: SocketAddr,
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The demo: builds calsync, starts (or reuses) PostgreSQL, and runs `calsync demo`
+# (seeded university, fake Google Calendar, nightly sync, dashboard). Ctrl-C ends it and
+# removes the throwaway database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -p calsync-worker
+exec scripts/with-postgres.sh target/release/calsync demo "$@"

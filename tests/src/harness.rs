@@ -1,0 +1,344 @@
+//! End-to-end harness: scratch databases, the `calsync` binary as child processes, a
+//! private PostgreSQL cluster that tests may restart, and condition polling with deadlines.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use sqlx::{AssertSqlSafe, PgPool, postgres::PgPoolOptions};
+
+/// The base `DATABASE_URL` (set by `scripts/test.sh`).
+pub fn base_url() -> String {
+    std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must be set: run the tests through scripts/test.sh, which starts PostgreSQL")
+}
+
+/// Replace the database name of a postgres URL.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (head, tail) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let scheme_end = head.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match head[scheme_end..].find('/') {
+        Some(slash) => &head[..scheme_end + slash],
+        None => head,
+    };
+    format!("{base}/{db}{tail}")
+}
+
+/// A fresh, migrated database on the server of `server_url`; returns its URL and a pool.
+pub async fn fresh_database(server_url: &str) -> (String, PgPool) {
+    let admin = PgPoolOptions::new().max_connections(1).connect(server_url).await.expect("connect to server");
+    let name = format!("calsync_e2e_{:016x}", random_u64());
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("create database");
+    admin.close().await;
+    let url = with_database(server_url, &name);
+    let pool = PgPoolOptions::new().max_connections(10).connect(&url).await.expect("connect to scratch database");
+    calsync_domain::migrate(&pool).await.expect("migrate");
+    (url, pool)
+}
+
+/// A random number without pulling in an RNG crate.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
+
+/// Poll `cond` until it holds or `timeout` passes (then panic with `what`).
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `calsync` binary built next to this test executable.
+pub fn calsync_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(if cfg!(windows) { "calsync.exe" } else { "calsync" });
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p calsync-worker`; scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `calsync worker` child process. Killed (SIGKILL) on drop.
+pub struct WorkerProcess {
+    child: Child,
+    /// The worker's log file.
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Start `calsync worker` against `db_url` and the fake Google at `fake`.
+    pub fn spawn(db_url: &str, fake: &calsync_fake_google::FakeGoogle, name: &str, extra: &[&str]) -> WorkerProcess {
+        let log = std::env::temp_dir().join(format!("calsync-e2e-{name}-{:08x}.log", random_u64() as u32));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(calsync_bin())
+            .arg("worker")
+            .args(extra)
+            .env("DATABASE_URL", db_url)
+            .env("CALSYNC_GOOGLE_API_BASE_URL", fake.base_url())
+            .env("CALSYNC_GOOGLE_API_ROOT_URL", fake.root_url())
+            .env("CALSYNC_GOOGLE_TOKEN_URL", fake.token_url())
+            .env("CALSYNC_GOOGLE_CLIENT_ID", "e2e-client")
+            .env("CALSYNC_GOOGLE_CLIENT_SECRET", "e2e-secret")
+            .env("CALSYNC_GOOGLE_PER_USER_RPS", "1000")
+            .env("CALSYNC_GOOGLE_PROJECT_RPS", "100000")
+            .env("CALSYNC_HTTP_LISTEN", "127.0.0.1:0")
+            .env("CALSYNC_WORKER_NAME", name)
+            .env("CALSYNC_LOG_FORMAT", "pretty")
+            .env("RUST_LOG", "info,calsync_worker=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn calsync worker");
+        WorkerProcess { child, log }
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                self.kill9();
+                panic!("worker did not exit within {timeout:?} of SIGTERM; log: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Seed `n` students, each enrolled in 2 of 4 courses (2 meeting times each), with a
+/// calendar and refresh token in the fake. Returns the user ids.
+pub async fn seed_university(pool: &PgPool, fake: &calsync_fake_google::FakeGoogle, n: i64) -> Vec<i64> {
+    for sql in [
+        "INSERT INTO rooms (building, number) VALUES ('Smith', '101'), ('Jones', '202')",
+        "INSERT INTO courses (title, subject, course_number, section_number, start_date, end_date) \
+         SELECT 'Course ' || g, 'CS', (100 + g)::text, '001', DATE '2026-01-12', DATE '2026-05-01' FROM generate_series(1, 4) g",
+        "INSERT INTO meeting_times (course_id, day_of_week, begin_time, end_time, room_id) \
+         SELECT c.id, d, TIME '09:00' + c.id * interval '1 hour', TIME '10:00' + c.id * interval '1 hour', 1 + c.id % 2 \
+         FROM courses c CROSS JOIN (VALUES (1), (3)) v(d)",
+    ] {
+        sqlx::query(sql).execute(pool).await.expect("seed");
+    }
+    sqlx::query(
+        "INSERT INTO users (email, name, google_course_calendar_id) \
+         SELECT 'e2e' || g || '@uni.edu', 'Student ' || g, 'e2e-cal-' || g FROM generate_series(1, $1) g",
+    )
+    .bind(n)
+    .execute(pool)
+    .await
+    .expect("users");
+    sqlx::query("INSERT INTO google_credentials (user_id, refresh_token) SELECT id, 'e2e-rt-' || id FROM users")
+        .execute(pool)
+        .await
+        .expect("credentials");
+    sqlx::query(
+        "INSERT INTO enrollments (user_id, course_id) \
+         SELECT u.id, 1 + ((u.id + k) % 4) FROM users u CROSS JOIN (VALUES (0), (1)) v(k)",
+    )
+    .execute(pool)
+    .await
+    .expect("enrollments");
+    let users: Vec<(i64, String)> = sqlx::query_as("SELECT id, google_course_calendar_id FROM users ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .expect("users");
+    for (id, cal) in &users {
+        fake.create_calendar_with_id(cal, "Courses");
+        fake.add_refresh_token(&format!("e2e-rt-{id}"));
+    }
+    users.into_iter().map(|(id, _)| id).collect()
+}
+
+/// Count of users still flagged or never synced.
+pub async fn unsynced_users(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM users WHERE calendar_needs_sync OR last_calendar_sync_at IS NULL")
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+/// A private PostgreSQL cluster (initdb in a temp dir) that a test may stop and restart
+/// without disturbing other tests.
+pub struct PrivateCluster {
+    dir: PathBuf,
+    pg_ctl: PathBuf,
+    run_as: Option<String>,
+    /// Port it listens on.
+    pub port: u16,
+}
+
+fn find_pg_bin(name: &str) -> Option<PathBuf> {
+    if let Ok(out) = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output() {
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !p.is_empty() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .collect();
+    dirs.sort();
+    dirs.into_iter().rev().map(|d| d.join(name)).find(|p| p.exists())
+}
+
+impl PrivateCluster {
+    fn cmd(&self, program: &Path) -> Command {
+        match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.arg("-u").arg(user).arg("--").arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Create and start a cluster. Panics with install instructions when PostgreSQL's
+    /// server binaries are missing.
+    pub fn start() -> PrivateCluster {
+        let initdb = find_pg_bin("initdb").expect("initdb not found: install PostgreSQL (apt-get install postgresql)");
+        let pg_ctl = find_pg_bin("pg_ctl").expect("pg_ctl not found: install PostgreSQL (apt-get install postgresql)");
+        let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+        let run_as = if is_root {
+            let user = ["postgres", "calsync-pg"]
+                .into_iter()
+                .find(|u| Command::new("id").arg(u).output().map(|o| o.status.success()).unwrap_or(false))
+                .expect("running as root needs an unprivileged OS user (postgres or calsync-pg) for initdb");
+            Some(user.to_string())
+        } else {
+            None
+        };
+        let dir = std::env::temp_dir().join(format!("calsync-e2e-pg-{:016x}", random_u64()));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        if let Some(user) = &run_as {
+            let _ = Command::new("chown").arg(user).arg(&dir).status();
+        }
+        let port = free_port();
+        let mut cluster = PrivateCluster { dir, pg_ctl, run_as, port };
+        let data = cluster.dir.join("data");
+        let st = cluster
+            .cmd(&initdb)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("initdb");
+        assert!(st.success(), "initdb failed");
+        cluster.port = port;
+        cluster.pg_ctl_cmd("start");
+        cluster
+    }
+
+    fn pg_ctl_cmd(&self, action: &str) {
+        let st = self
+            .cmd(&self.pg_ctl)
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-t", "60", "-m", "fast"])
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+                self.port,
+                self.dir.display()
+            ))
+            .arg(action)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("pg_ctl");
+        assert!(st.success(), "pg_ctl {action} failed; see {}", self.dir.join("log").display());
+    }
+
+    /// URL of the `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stop the server (fast shutdown: connections are cut).
+    pub fn stop(&self) {
+        self.pg_ctl_cmd("stop");
+    }
+
+    /// Start it again on the same port.
+    pub fn start_again(&self) {
+        self.pg_ctl_cmd("start");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd(&self.pg_ctl)
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
