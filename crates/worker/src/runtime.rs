@@ -285,6 +285,9 @@ async fn run_sync_worker(
     res.map_err(|e| e.to_string())
 }
 
+/// How far back a worker starting up looks for a nightly tick nobody ran.
+pub const CATCH_UP_HOURS: i64 = 6;
+
 /// Dependencies of the cron handler.
 #[derive(Clone)]
 struct CronDeps {
@@ -330,6 +333,21 @@ pub async fn run_pass(
     }
 }
 
+/// The most recent tick of `schedule` at or before `now` and no older than `window`.
+pub fn last_tick_within(
+    schedule: &cron::Schedule,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+    window: chrono::Duration,
+) -> Option<DateTime<Utc>> {
+    let from = (now - window).with_timezone(&tz);
+    schedule
+        .after(&from)
+        .map(|t| t.with_timezone(&Utc))
+        .take_while(|t| *t <= now)
+        .last()
+}
+
 async fn run_cron(
     pool: PgPool,
     schedule: cron::Schedule,
@@ -337,6 +355,19 @@ async fn run_cron(
     name: String,
     shutdown: Shutdown,
 ) -> Result<(), String> {
+    // Catch up a tick missed while no worker was running (deploy at 03:29, outage):
+    // idempotent, because each tick's run row is unique.
+    if let Some(missed) = last_tick_within(&schedule, tz, Utc::now(), chrono::Duration::hours(CATCH_UP_HOURS)) {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM calsync.nightly_runs WHERE scheduled_for = $1)")
+            .bind(missed)
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !exists {
+            tracing::warn!(%missed, "catching up a nightly tick that no worker ran");
+            run_pass(&pool, missed, RunTrigger::Cron, &name).await.map_err(|e| e.to_string())?;
+        }
+    }
     let backend = CronScheduler::new(schedule).with_timezone(tz);
     let worker = WorkerBuilder::new(name.clone())
         .backend(backend)
@@ -349,4 +380,39 @@ async fn run_cron(
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn nightly_schedule_follows_the_configured_time_zone_across_dst() {
+        let schedule = parse_schedule("0 30 3 * * *").unwrap();
+        let ny = chrono_tz::America::New_York;
+        let winter = Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap();
+        let next = schedule.after(&winter.with_timezone(&ny)).next().unwrap().with_timezone(&Utc);
+        assert_eq!(next, Utc.with_ymd_and_hms(2026, 1, 11, 8, 30, 0).unwrap());
+        let summer = Utc.with_ymd_and_hms(2026, 7, 10, 12, 0, 0).unwrap();
+        let next = schedule.after(&summer.with_timezone(&ny)).next().unwrap().with_timezone(&Utc);
+        assert_eq!(next, Utc.with_ymd_and_hms(2026, 7, 11, 7, 30, 0).unwrap());
+    }
+
+    #[test]
+    fn bad_schedules_are_rejected_with_a_clear_error() {
+        let err = parse_schedule("30 3 * * *").unwrap_err().to_string();
+        assert!(err.contains("seconds first"), "{err}");
+    }
+
+    #[test]
+    fn missed_tick_is_found_only_inside_the_window() {
+        let schedule = parse_schedule("0 30 3 * * *").unwrap();
+        let ny = chrono_tz::America::New_York;
+        let at = |h, m| Utc.with_ymd_and_hms(2026, 1, 11, h, m, 0).unwrap();
+        // 03:30 New York = 08:30 UTC. At 10:00 UTC the tick is 1.5 h old.
+        assert_eq!(last_tick_within(&schedule, ny, at(10, 0), chrono::Duration::hours(6)), Some(at(8, 30)));
+        assert_eq!(last_tick_within(&schedule, ny, at(10, 0), chrono::Duration::hours(1)), None);
+        assert_eq!(last_tick_within(&schedule, ny, at(8, 29), chrono::Duration::hours(6)), None);
+    }
 }
