@@ -1,0 +1,331 @@
+//! The sync engine: what a `SyncUserJob` executes. Reconciles the events a user's
+//! schedule needs with what is in their course calendar: inserts, updates and deletes
+//! only what differs, never empties the calendar, and clears the user's flag only if
+//! nothing changed since it read the schedule.
+
+use std::{collections::HashMap, time::Instant};
+
+use calsync_domain::{
+    DomainError,
+    events::{self, DesiredEvent, FINGERPRINT_PROPERTY, MEETING_TIME_PROPERTY, OWNER_PROPERTY, OWNER_VALUE},
+    schedule,
+    users::{self, FinishOutcome, SyncStatus},
+};
+use chrono::Utc;
+use google_calendar3::api::{Event, EventDateTime, EventExtendedProperties, EventReminders};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::google::{CalendarSession, Deleted, GoogleClient, GoogleError, Inserted};
+
+/// Advisory-lock namespace of per-user syncs (`pg_try_advisory_lock(NS, user_id)`).
+const LOCK_NAMESPACE: i32 = 0x6361_6c73; // "cals"
+/// Passes a sync makes when the schedule keeps changing under it.
+const MAX_PASSES: u32 = 3;
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncReport {
+    pub user_id: i64,
+    pub inserted: u32,
+    pub updated: u32,
+    /// Events the student deleted in Google, put back.
+    pub restored: u32,
+    pub deleted: u32,
+    pub unchanged: u32,
+    pub skipped_meetings: u32,
+    pub google_calls: u32,
+    pub passes: u32,
+    /// Whether the flag could be cleared (`ChangedDuringSync`: a change arrived meanwhile
+    /// and the flag stays set for the next pass).
+    pub cleared: bool,
+    pub duration_ms: u64,
+}
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("user {0} does not exist")]
+    UnknownUser(i64),
+    #[error("user {0} has no google_course_calendar_id")]
+    NoCalendar(i64),
+    #[error("another sync of user {0} is running")]
+    AlreadyRunning(i64),
+    #[error("sync of user {user_id} (calendar {calendar_id:?}): {source}")]
+    Google {
+        user_id: i64,
+        calendar_id: String,
+        #[source]
+        source: GoogleError,
+    },
+    #[error("sync of user {user_id}: database error: {source}")]
+    Database {
+        user_id: i64,
+        #[source]
+        source: DomainError,
+    },
+}
+
+impl SyncError {
+    /// Whether retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SyncError::UnknownUser(_) | SyncError::NoCalendar(_) => true,
+            SyncError::AlreadyRunning(_) | SyncError::Database { .. } => false,
+            SyncError::Google { source, .. } => source.is_permanent(),
+        }
+    }
+
+    /// A stable short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::UnknownUser(_) => "unknown_user",
+            SyncError::NoCalendar(_) => "no_calendar",
+            SyncError::AlreadyRunning(_) => "already_running",
+            SyncError::Database { .. } => "database",
+            SyncError::Google { source, .. } => source.kind(),
+        }
+    }
+}
+
+/// Syncs users' course calendars.
+pub struct SyncEngine {
+    pool: PgPool,
+    google: GoogleClient,
+    tz: chrono_tz::Tz,
+}
+
+impl SyncEngine {
+    /// A sync engine writing events in the school's time zone `tz`.
+    pub fn new(pool: PgPool, google: GoogleClient, tz: chrono_tz::Tz) -> SyncEngine {
+        SyncEngine { pool, google, tz }
+    }
+
+    /// Sync one user's course calendar.
+    pub async fn sync_user(&self, user_id: i64) -> Result<SyncReport, SyncError> {
+        let started = Instant::now();
+        let db = |source: DomainError| SyncError::Database { user_id, source };
+        // Two syncs of one user must never interleave: a session advisory lock on a
+        // connection held for the whole sync (released when it ends or the process dies).
+        let mut lock_conn = self.pool.acquire().await.map_err(|e| db(e.into()))?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2::int)")
+            .bind(LOCK_NAMESPACE)
+            .bind(user_id as i32)
+            .fetch_one(&mut *lock_conn)
+            .await
+            .map_err(|e| db(e.into()))?;
+        if !locked {
+            return Err(SyncError::AlreadyRunning(user_id));
+        }
+        let res = self.sync_locked(user_id).await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2::int)")
+            .bind(LOCK_NAMESPACE)
+            .bind(user_id as i32)
+            .execute(&mut *lock_conn)
+            .await;
+        if unlocked.is_err() {
+            // The lock dies with the connection; make sure it is not reused.
+            let _ = lock_conn.detach();
+        }
+        metrics::histogram!("calsync_sync_duration_seconds").record(started.elapsed().as_secs_f64());
+        let mut report = match res {
+            Ok(r) => r,
+            Err(e) => {
+                self.record_failure(user_id, &e).await;
+                return Err(e);
+            }
+        };
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    async fn record_failure(&self, user_id: i64, e: &SyncError) {
+        let status = match e {
+            SyncError::Google { source: GoogleError::NeedsReauth { .. }, .. } => Some(SyncStatus::NeedsReauth),
+            SyncError::Google { source: GoogleError::CalendarMissing { .. }, .. } => Some(SyncStatus::CalendarMissing),
+            SyncError::Google { source, .. } if source.is_permanent() => Some(SyncStatus::Failing),
+            _ => None,
+        };
+        let res = match status {
+            Some(status) => users::record_failure(&self.pool, user_id, status, &e.to_string()).await,
+            None => sqlx::query("UPDATE users SET last_sync_error = $2, last_sync_error_at = now() WHERE id = $1")
+                .bind(user_id)
+                .bind(e.to_string())
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(DomainError::from),
+        };
+        if let Err(db) = res {
+            tracing::error!(user_id, error = %db, "could not record the sync failure");
+        }
+    }
+
+    async fn sync_locked(&self, user_id: i64) -> Result<SyncReport, SyncError> {
+        let db = |source: DomainError| match source {
+            DomainError::UnknownUser(id) => SyncError::UnknownUser(id),
+            source => SyncError::Database { user_id, source },
+        };
+        let mut report = SyncReport { user_id, ..Default::default() };
+        let mut session: Option<CalendarSession> = None;
+        loop {
+            report.passes += 1;
+            let snap = schedule::load_snapshot(&self.pool, user_id).await.map_err(db)?;
+            let calendar_id = snap
+                .user
+                .google_course_calendar_id
+                .clone()
+                .filter(|c| !c.is_empty())
+                .ok_or(SyncError::NoCalendar(user_id))?;
+            let google = |source: GoogleError| SyncError::Google {
+                user_id,
+                calendar_id: calendar_id.clone(),
+                source,
+            };
+            if session.as_ref().is_none_or(|s| s.calendar_id() != calendar_id) {
+                let mut s = self.google.session(&self.pool, user_id, &calendar_id).await.map_err(google)?;
+                s.check_calendar().await.map_err(google)?;
+                session = Some(s);
+            }
+            let Some(s) = session.as_mut() else {
+                return Err(SyncError::NoCalendar(user_id));
+            };
+            let plan = events::plan_events(user_id, &snap.courses, self.tz);
+            for skipped in &plan.skipped {
+                tracing::warn!(user_id, meeting_time_id = skipped.meeting_time_id, reason = %skipped.reason,
+                    "meeting time produces no calendar event");
+            }
+            report.skipped_meetings = plan.skipped.len() as u32;
+            reconcile(s, &plan.events, &mut report).await.map_err(google)?;
+            report.google_calls = s.calls;
+
+            match users::finish_sync(&self.pool, user_id, snap.user.calendar_sync_generation)
+                .await
+                .map_err(db)?
+            {
+                FinishOutcome::Cleared => {
+                    report.cleared = true;
+                    return Ok(report);
+                }
+                FinishOutcome::ChangedDuringSync if report.passes < MAX_PASSES => {
+                    tracing::info!(user_id, pass = report.passes, "schedule changed during the sync; syncing again");
+                }
+                FinishOutcome::ChangedDuringSync => {
+                    tracing::info!(user_id, "schedule keeps changing; leaving the user flagged for the next pass");
+                    return Ok(report);
+                }
+            }
+        }
+    }
+}
+
+/// The body calsync writes for a desired event.
+pub fn event_body(ev: &DesiredEvent) -> Event {
+    let tz = ev.time_zone.name().to_string();
+    let private = [
+        (OWNER_PROPERTY.to_string(), OWNER_VALUE.to_string()),
+        (FINGERPRINT_PROPERTY.to_string(), ev.fingerprint.clone()),
+        (MEETING_TIME_PROPERTY.to_string(), ev.meeting_time_id.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    Event {
+        id: Some(ev.id.clone()),
+        summary: Some(ev.summary.clone()),
+        description: Some(ev.description.clone()),
+        location: Some(ev.location.clone()),
+        start: Some(EventDateTime {
+            date_time: Some(ev.start_instant().with_timezone(&Utc)),
+            time_zone: Some(tz.clone()),
+            date: None,
+        }),
+        end: Some(EventDateTime {
+            date_time: Some(ev.end_instant().with_timezone(&Utc)),
+            time_zone: Some(tz),
+            date: None,
+        }),
+        recurrence: Some(ev.recurrence.clone()),
+        status: Some("confirmed".into()),
+        reminders: Some(EventReminders {
+            use_default: Some(true),
+            overrides: None,
+        }),
+        extended_properties: Some(EventExtendedProperties {
+            private: Some(private),
+            shared: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether an event in Google still shows exactly what calsync wants.
+fn matches_desired(existing: &Event, ev: &DesiredEvent) -> bool {
+    let fp = existing
+        .extended_properties
+        .as_ref()
+        .and_then(|p| p.private.as_ref())
+        .and_then(|p| p.get(FINGERPRINT_PROPERTY));
+    let when_matches = |got: &Option<EventDateTime>, want: chrono::DateTime<chrono::FixedOffset>| {
+        got.as_ref().is_some_and(|d| {
+            d.date_time == Some(want.with_timezone(&Utc)) && d.time_zone.as_deref() == Some(ev.time_zone.name())
+        })
+    };
+    existing.status.as_deref() != Some("cancelled")
+        && fp == Some(&ev.fingerprint)
+        && existing.summary.as_deref() == Some(ev.summary.as_str())
+        && existing.description.as_deref() == Some(ev.description.as_str())
+        && existing.location.as_deref() == Some(ev.location.as_str())
+        && existing.recurrence.as_deref() == Some(ev.recurrence.as_slice())
+        && when_matches(&existing.start, ev.start_instant())
+        && when_matches(&existing.end, ev.end_instant())
+}
+
+/// Bring the calendar in line with `desired`: inserts and updates first, deletes last,
+/// so the calendar is never empty mid-sync.
+async fn reconcile(s: &mut CalendarSession, desired: &[DesiredEvent], report: &mut SyncReport) -> Result<(), GoogleError> {
+    let filter = format!("{OWNER_PROPERTY}={OWNER_VALUE}");
+    let existing: HashMap<String, Event> = s
+        .list_owned_events(&filter)
+        .await?
+        .into_iter()
+        .filter_map(|e| e.id.clone().map(|id| (id, e)))
+        .collect();
+    report.inserted = 0;
+    report.updated = 0;
+    report.restored = 0;
+    report.deleted = 0;
+    report.unchanged = 0;
+    for ev in desired {
+        match existing.get(&ev.id) {
+            Some(cur) if matches_desired(cur, ev) => report.unchanged += 1,
+            Some(cur) => {
+                s.update(&ev.id, event_body(ev)).await?;
+                if cur.status.as_deref() == Some("cancelled") {
+                    report.restored += 1;
+                } else {
+                    report.updated += 1;
+                }
+            }
+            None => match s.insert(event_body(ev)).await? {
+                Inserted::Created => report.inserted += 1,
+                // The id exists but was not listed (e.g. its properties were stripped):
+                // take it over.
+                Inserted::Duplicate => {
+                    s.update(&ev.id, event_body(ev)).await?;
+                    report.restored += 1;
+                }
+            },
+        }
+    }
+    let wanted: std::collections::HashSet<&str> = desired.iter().map(|e| e.id.as_str()).collect();
+    for (id, cur) in &existing {
+        if cur.status.as_deref() == Some("cancelled") || wanted.contains(id.as_str()) {
+            continue;
+        }
+        match s.delete(id).await? {
+            Deleted::Now => report.deleted += 1,
+            Deleted::AlreadyGone => {}
+        }
+    }
+    Ok(())
+}
