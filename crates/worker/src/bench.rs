@@ -68,7 +68,7 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> anyhow::Result<ExitCode>
     println!();
     println!("{:<52} {:>12} {:>12} {:>8}  unit", "benchmark", "calsync", "baseline", "ratio");
     for r in &rows {
-        println!("{:<52} {:>12.1} {:>12.1} {:>8.2}  {}", r.name, r.subject, r.baseline, r.ratio, r.unit);
+        println!("{:<52} {:>12.3} {:>12.3} {:>8.2}  {}", r.name, r.subject, r.baseline, r.ratio, r.unit);
         if !r.note.is_empty() {
             println!("    {}", r.note);
         }
