@@ -210,3 +210,60 @@ async fn fault_injected_google_ends_with_everyone_synced_or_correctly_marked() {
         assert!(w.terminate(Duration::from_secs(20)).success());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_fail_their_job_and_never_stop_the_worker() {
+    let fake = FakeGoogle::start().await.unwrap();
+    let (url, pool) = fresh_database(&base_url()).await;
+    let users = seed_university(&pool, &fake, 2).await;
+    let mut w = WorkerProcess::spawn(&url, &fake, "malformed", &["--no-cron", "--heartbeat-secs", "1"]);
+    // Another service inserts jobs by hand: wrong shapes, a deleted user, then a good one.
+    let insert = |json: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority) \
+                 VALUES (apalis.generate_ulid(), 'sync-calendar', convert_to($1, 'UTF8'), 'Pending', 0, 5, now(), 0) RETURNING id",
+            )
+            .bind(json)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let bad_type = insert(r#"{"user_id": "abc"}"#).await;
+    let no_user = insert(r#"{"reason": "forgot the user"}"#).await;
+    let unknown = insert(r#"{"user_id": 987654}"#).await;
+    // Bytes that are not JSON never get in.
+    let err = sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority) \
+         VALUES (apalis.generate_ulid(), 'sync-calendar', '\\x00ff'::bytea, 'Pending', 0, 5, now(), 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("malformed"), "{err}");
+    let good = queue::enqueue_sync(&pool, users[1], "e2e").await.unwrap();
+
+    let state = |id: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>)>(
+                "SELECT status, last_result ->> 'Err' FROM apalis.jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    wait_until("good job done", Duration::from_secs(60), || async { state(good.clone()).await.0 == "Done" }).await;
+    for (id, needle) in [(bad_type, "invalid type"), (no_user, "missing field `user_id`"), (unknown, "user 987654 does not exist")] {
+        wait_until("malformed job killed", Duration::from_secs(30), || async { state(id.clone()).await.0 == "Killed" }).await;
+        let (_, err) = state(id).await;
+        let err = err.unwrap_or_default();
+        assert!(err.contains(needle), "{err}");
+    }
+    assert!(w.is_running(), "malformed jobs must not stop the worker");
+    assert!(w.terminate(Duration::from_secs(20)).success());
+}

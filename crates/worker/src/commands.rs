@@ -37,6 +37,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dashboard(args) => {
             let pool = connect(url.as_deref(), 10).await?;
             ensure_migrated(&pool).await?;
+            // Refuse early (closed by default) before announcing anything.
+            let _checked = calsync_dashboard::router(pool.clone(), crate::dashboard_config(&args.auth))?;
             let config = crate::dashboard_config(&args.auth);
             let (trigger, shutdown) = Shutdown::new();
             tokio::spawn(async move {
