@@ -11,8 +11,9 @@ use sqlx::{AssertSqlSafe, PgPool, postgres::PgPoolOptions};
 
 /// The base `DATABASE_URL` (set by `scripts/test.sh`).
 pub fn base_url() -> String {
-    std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL must be set: run the tests through scripts/test.sh, which starts PostgreSQL")
+    std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL must be set: run the tests through scripts/test.sh, which starts PostgreSQL",
+    )
 }
 
 /// Replace the database name of a postgres URL.
@@ -31,7 +32,11 @@ pub fn with_database(url: &str, db: &str) -> String {
 
 /// A fresh, migrated database on the server of `server_url`; returns its URL and a pool.
 pub async fn fresh_database(server_url: &str) -> (String, PgPool) {
-    let admin = PgPoolOptions::new().max_connections(1).connect(server_url).await.expect("connect to server");
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(server_url)
+        .await
+        .expect("connect to server");
     let name = format!("calsync_e2e_{:016x}", random_u64());
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin)
@@ -39,7 +44,11 @@ pub async fn fresh_database(server_url: &str) -> (String, PgPool) {
         .expect("create database");
     admin.close().await;
     let url = with_database(server_url, &name);
-    let pool = PgPoolOptions::new().max_connections(10).connect(&url).await.expect("connect to scratch database");
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect(&url)
+        .await
+        .expect("connect to scratch database");
     calsync_domain::migrate(&pool).await.expect("migrate");
     (url, pool)
 }
@@ -48,7 +57,12 @@ pub async fn fresh_database(server_url: &str) -> (String, PgPool) {
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.finish()
 }
 
@@ -74,7 +88,11 @@ where
 pub fn calsync_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join(if cfg!(windows) { "calsync.exe" } else { "calsync" });
+    let bin = dir.join(if cfg!(windows) {
+        "calsync.exe"
+    } else {
+        "calsync"
+    });
     assert!(
         bin.exists(),
         "{} is missing: build it first (`cargo build -p calsync-worker`; scripts/test.sh does)",
@@ -92,8 +110,16 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     /// Start `calsync worker` against `db_url` and the fake Google at `fake`.
-    pub fn spawn(db_url: &str, fake: &calsync_fake_google::FakeGoogle, name: &str, extra: &[&str]) -> WorkerProcess {
-        let log = std::env::temp_dir().join(format!("calsync-e2e-{name}-{:08x}.log", random_u64() as u32));
+    pub fn spawn(
+        db_url: &str,
+        fake: &calsync_fake_google::FakeGoogle,
+        name: &str,
+        extra: &[&str],
+    ) -> WorkerProcess {
+        let log = std::env::temp_dir().join(format!(
+            "calsync-e2e-{name}-{:08x}.log",
+            random_u64() as u32
+        ));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(calsync_bin())
             .arg("worker")
@@ -126,7 +152,10 @@ impl WorkerProcess {
 
     /// SIGTERM and wait for a graceful exit; returns the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -134,7 +163,10 @@ impl WorkerProcess {
             }
             if std::time::Instant::now() > deadline {
                 self.kill9();
-                panic!("worker did not exit within {timeout:?} of SIGTERM; log: {}", self.log_text());
+                panic!(
+                    "worker did not exit within {timeout:?} of SIGTERM; log: {}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -159,7 +191,11 @@ impl Drop for WorkerProcess {
 
 /// Seed `n` students, each enrolled in 2 of 4 courses (2 meeting times each), with a
 /// calendar and refresh token in the fake. Returns the user ids.
-pub async fn seed_university(pool: &PgPool, fake: &calsync_fake_google::FakeGoogle, n: i64) -> Vec<i64> {
+pub async fn seed_university(
+    pool: &PgPool,
+    fake: &calsync_fake_google::FakeGoogle,
+    n: i64,
+) -> Vec<i64> {
     for sql in [
         "INSERT INTO rooms (building, number) VALUES ('Smith', '101'), ('Jones', '202')",
         "INSERT INTO courses (title, subject, course_number, section_number, start_date, end_date) \
@@ -189,10 +225,11 @@ pub async fn seed_university(pool: &PgPool, fake: &calsync_fake_google::FakeGoog
     .execute(pool)
     .await
     .expect("enrollments");
-    let users: Vec<(i64, String)> = sqlx::query_as("SELECT id, google_course_calendar_id FROM users ORDER BY id")
-        .fetch_all(pool)
-        .await
-        .expect("users");
+    let users: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, google_course_calendar_id FROM users ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("users");
     for (id, cal) in &users {
         fake.create_calendar_with_id(cal, "Courses");
         fake.add_refresh_token(&format!("e2e-rt-{id}"));
@@ -202,10 +239,12 @@ pub async fn seed_university(pool: &PgPool, fake: &calsync_fake_google::FakeGoog
 
 /// Count of users still flagged or never synced.
 pub async fn unsynced_users(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM users WHERE calendar_needs_sync OR last_calendar_sync_at IS NULL")
-        .fetch_one(pool)
-        .await
-        .expect("count")
+    sqlx::query_scalar(
+        "SELECT count(*) FROM users WHERE calendar_needs_sync OR last_calendar_sync_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("count")
 }
 
 /// A private PostgreSQL cluster (initdb in a temp dir) that a test may stop and restart
@@ -219,7 +258,11 @@ pub struct PrivateCluster {
 }
 
 fn find_pg_bin(name: &str) -> Option<PathBuf> {
-    if let Ok(out) = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output() {
+    if let Ok(out) = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+    {
         let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !p.is_empty() {
             return Some(PathBuf::from(p));
@@ -230,7 +273,10 @@ fn find_pg_bin(name: &str) -> Option<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
         .collect();
     dirs.sort();
-    dirs.into_iter().rev().map(|d| d.join(name)).find(|p| p.exists())
+    dirs.into_iter()
+        .rev()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
 }
 
 impl PrivateCluster {
@@ -248,9 +294,15 @@ impl PrivateCluster {
     /// Create and start a cluster. Panics with install instructions when PostgreSQL's
     /// server binaries are missing.
     pub fn start() -> PrivateCluster {
-        let initdb = find_pg_bin("initdb").expect("initdb not found: install PostgreSQL (apt-get install postgresql)");
-        let pg_ctl = find_pg_bin("pg_ctl").expect("pg_ctl not found: install PostgreSQL (apt-get install postgresql)");
-        let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+        let initdb = find_pg_bin("initdb")
+            .expect("initdb not found: install PostgreSQL (apt-get install postgresql)");
+        let pg_ctl = find_pg_bin("pg_ctl")
+            .expect("pg_ctl not found: install PostgreSQL (apt-get install postgresql)");
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false);
         let run_as = if is_root {
             let user = ["postgres", "calsync-pg"]
                 .into_iter()
@@ -266,13 +318,24 @@ impl PrivateCluster {
             let _ = Command::new("chown").arg(user).arg(&dir).status();
         }
         let port = free_port();
-        let mut cluster = PrivateCluster { dir, pg_ctl, run_as, port };
+        let mut cluster = PrivateCluster {
+            dir,
+            pg_ctl,
+            run_as,
+            port,
+        };
         let data = cluster.dir.join("data");
         let st = cluster
             .cmd(&initdb)
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -302,7 +365,11 @@ impl PrivateCluster {
             .stderr(Stdio::null())
             .status()
             .expect("pg_ctl");
-        assert!(st.success(), "pg_ctl {action} failed; see {}", self.dir.join("log").display());
+        assert!(
+            st.success(),
+            "pg_ctl {action} failed; see {}",
+            self.dir.join("log").display()
+        );
     }
 
     /// URL of the `postgres` database.

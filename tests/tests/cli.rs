@@ -8,12 +8,19 @@ use calsync_fake_google::FakeGoogle;
 
 fn calsync(db_url: Option<&str>, args: &[&str]) -> (bool, String) {
     let mut cmd = Command::new(calsync_bin());
-    cmd.args(args).env_remove("DATABASE_URL").env("CALSYNC_LOG_FORMAT", "pretty").env("NO_COLOR", "1");
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env("CALSYNC_LOG_FORMAT", "pretty")
+        .env("NO_COLOR", "1");
     if let Some(url) = db_url {
         cmd.env("DATABASE_URL", url);
     }
     let out = cmd.output().expect("run calsync");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -27,7 +34,16 @@ async fn cli_commands_drive_a_running_worker() {
     let users = seed_university(&pool, &fake, 5).await;
     let _worker = WorkerProcess::spawn(&url, &fake, "cli", &["--no-cron", "--heartbeat-secs", "1"]);
 
-    let (ok, out) = calsync(Some(&url), &["sync-user", &users[0].to_string(), "--wait", "--timeout-secs", "60"]);
+    let (ok, out) = calsync(
+        Some(&url),
+        &[
+            "sync-user",
+            &users[0].to_string(),
+            "--wait",
+            "--timeout-secs",
+            "60",
+        ],
+    );
     assert!(ok, "{out}");
     assert!(out.contains("done"), "{out}");
     assert_eq!(fake.live_events("e2e-cal-1").len(), 4);
@@ -39,7 +55,10 @@ async fn cli_commands_drive_a_running_worker() {
     let (ok, out) = calsync(Some(&url), &["nightly", "--now"]);
     assert!(ok, "{out}");
     assert!(out.contains("4 users to sync"), "{out}");
-    wait_until("nightly pass synced", Duration::from_secs(60), || async { unsynced_users(&pool).await == 0 }).await;
+    wait_until("nightly pass synced", Duration::from_secs(60), || async {
+        unsynced_users(&pool).await == 0
+    })
+    .await;
 
     let (ok, out) = calsync(Some(&url), &["mark-all"]);
     assert!(ok, "{out}");
@@ -49,7 +68,13 @@ async fn cli_commands_drive_a_running_worker() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("status --json prints JSON");
     assert_eq!(v["users"]["flagged"], 5);
     assert_eq!(v["users"]["due"], 5);
-    assert!(v["jobs"].as_array().unwrap().iter().any(|j| j["state"] == "done"));
+    assert!(
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["state"] == "done")
+    );
     let (ok, out) = calsync(Some(&url), &["status"]);
     assert!(ok && out.contains("flagged:        5"), "{out}");
 
@@ -66,9 +91,15 @@ async fn bad_configuration_fails_fast_with_a_clear_message() {
     let (url, _pool) = fresh_database(&base_url()).await;
     let (ok, out) = calsync(Some(&url), &["worker", "--nightly-schedule", "30 3 * * *"]);
     assert!(!ok);
-    assert!(out.contains("invalid nightly schedule") && out.contains("seconds first"), "{out}");
+    assert!(
+        out.contains("invalid nightly schedule") && out.contains("seconds first"),
+        "{out}"
+    );
 
-    let (ok, out) = calsync(Some(&url), &["worker", "--nightly-time-zone", "Mars/Olympus"]);
+    let (ok, out) = calsync(
+        Some(&url),
+        &["worker", "--nightly-time-zone", "Mars/Olympus"],
+    );
     assert!(!ok);
     assert!(out.contains("Mars/Olympus"), "{out}");
 
@@ -83,12 +114,18 @@ async fn bad_configuration_fails_fast_with_a_clear_message() {
     // An unmigrated database is named as such.
     let admin = sqlx::PgPool::connect(&base_url()).await.unwrap();
     let name = format!("calsync_e2e_empty_{:08x}", random_u64() as u32);
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
     let (ok, out) = calsync(Some(&with_database(&base_url(), &name)), &["worker"]);
     assert!(!ok);
     assert!(out.contains("calsync migrate"), "{out}");
 
     let (ok, out) = calsync(Some(&url), &["dashboard", "--listen", "127.0.0.1:0"]);
-    assert!(!ok, "the dashboard must not start without credentials: {out}");
+    assert!(
+        !ok,
+        "the dashboard must not start without credentials: {out}"
+    );
     assert!(out.contains("CALSYNC_DASHBOARD_ADMIN_TOKEN"), "{out}");
 }

@@ -32,8 +32,14 @@ fn which(name: &str, fallbacks: &[&str]) -> String {
             return p.to_string();
         }
     }
-    let out = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().ok();
-    let p = out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .ok();
+    let p = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     assert!(
         !p.is_empty(),
         "{name} not found: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver); .ci/run does"
@@ -67,7 +73,11 @@ async fn browser() -> (Driver, Client, std::path::PathBuf) {
     let mut last_err = String::new();
     for _ in 0..100 {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&url).await {
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
             Ok(c) => return (driver, c, profile),
             Err(e) => {
                 last_err = e.to_string();
@@ -99,7 +109,9 @@ async fn serve_dashboard(pool: &PgPool) -> SocketAddr {
 }
 
 async fn failed_job(pool: &PgPool, user: i64) -> String {
-    let id = calsync_domain::queue::enqueue_sync(pool, user, "browser").await.unwrap();
+    let id = calsync_domain::queue::enqueue_sync(pool, user, "browser")
+        .await
+        .unwrap();
     sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts, last_result = '{\"Err\": \"Google events.insert failed (retryable): HTTP 503 backendError\"}' WHERE id = $1")
         .bind(&id)
         .execute(pool)
@@ -111,17 +123,34 @@ async fn failed_job(pool: &PgPool, user: i64) -> String {
 /// Wait until the current page contains `needle` (clicks return before the next page
 /// has necessarily loaded), then return its source.
 async fn page_with(c: &Client, needle: &str) -> String {
-    wait_until(&format!("page containing {needle:?}"), Duration::from_secs(20), || async {
-        c.source().await.map(|s| s.contains(needle)).unwrap_or(false)
-    })
+    wait_until(
+        &format!("page containing {needle:?}"),
+        Duration::from_secs(20),
+        || async {
+            c.source()
+                .await
+                .map(|s| s.contains(needle))
+                .unwrap_or(false)
+        },
+    )
     .await;
     c.source().await.unwrap()
 }
 
 async fn log_in(c: &Client, base: &str, token: &str) {
     c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("input[name=token]")).await.unwrap().send_keys(token).await.unwrap();
-    c.find(Locator::Css("form[action='/login'] button")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action='/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,19 +173,40 @@ async fn admin_logs_in_retries_a_failed_job_and_sees_it_succeed() {
 
     // Failed jobs → the job → Retry now.
     c.goto(&format!("{base}/jobs?state=failed")).await.unwrap();
-    c.find(Locator::Css(&format!("a[href='/jobs/{job}']"))).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(&format!("a[href='/jobs/{job}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let src = page_with(&c, "Retry now").await;
-    assert!(src.contains("HTTP 503 backendError") && src.contains("st-failed"), "{src}");
-    c.find(Locator::XPath("//button[text()='Retry now']")).await.unwrap().click().await.unwrap();
+    assert!(
+        src.contains("HTTP 503 backendError") && src.contains("st-failed"),
+        "{src}"
+    );
+    c.find(Locator::XPath("//button[text()='Retry now']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let src = page_with(&c, "Retried 1 job").await;
     assert!(src.contains("st-pending"), "{src}");
 
     // A worker picks it up; the page shows it done.
-    let mut worker = WorkerProcess::spawn(&url, &fake, "browser", &["--no-cron", "--heartbeat-secs", "1", "--poll-secs", "1"]);
+    let mut worker = WorkerProcess::spawn(
+        &url,
+        &fake,
+        "browser",
+        &["--no-cron", "--heartbeat-secs", "1", "--poll-secs", "1"],
+    );
     let job_url = format!("{base}/jobs/{job}");
     wait_until("job shown as done", Duration::from_secs(60), || async {
         c.goto(&job_url).await.unwrap();
-        c.source().await.unwrap().contains("<span class=\"st st-done\">done</span>")
+        c.source()
+            .await
+            .unwrap()
+            .contains("<span class=\"st st-done\">done</span>")
     })
     .await;
     assert_eq!(fake.live_events("e2e-cal-1").len(), 4);
@@ -179,11 +229,19 @@ async fn readonly_login_shows_no_actions() {
     c.goto(&format!("{base}/jobs/{job}")).await.unwrap();
     let src = c.source().await.unwrap();
     assert!(src.contains("HTTP 503 backendError"));
-    assert!(!src.contains("Retry now") && !src.contains("Discard"), "{src}");
+    assert!(
+        !src.contains("Retry now") && !src.contains("Discard"),
+        "{src}"
+    );
     c.goto(&format!("{base}/users/{}", users[0])).await.unwrap();
     assert!(!c.source().await.unwrap().contains("Sync now"));
     // Logging out ends the session.
-    c.find(Locator::XPath("//button[text()='Log out']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::XPath("//button[text()='Log out']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     page_with(&c, "<h1>Log in</h1>").await;
     c.goto(&format!("{base}/jobs")).await.unwrap();
     page_with(&c, "<h1>Log in</h1>").await;

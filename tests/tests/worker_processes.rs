@@ -35,22 +35,44 @@ async fn three_replicas_fan_out_each_tick_once_and_sync_each_user_once() {
     let fake = FakeGoogle::start().await.unwrap();
     let (url, pool) = fresh_database(&base_url()).await;
     let users = seed_university(&pool, &fake, 60).await;
-    let args = ["--nightly-schedule", "*/2 * * * * *", "--concurrency", "4", "--heartbeat-secs", "1", "--poll-secs", "1"];
-    let mut workers: Vec<WorkerProcess> =
-        (0..3).map(|i| WorkerProcess::spawn(&url, &fake, &format!("replica{i}"), &args)).collect();
+    let args = [
+        "--nightly-schedule",
+        "*/2 * * * * *",
+        "--concurrency",
+        "4",
+        "--heartbeat-secs",
+        "1",
+        "--poll-secs",
+        "1",
+    ];
+    let mut workers: Vec<WorkerProcess> = (0..3)
+        .map(|i| WorkerProcess::spawn(&url, &fake, &format!("replica{i}"), &args))
+        .collect();
 
-    wait_until("every user synced", Duration::from_secs(90), || async { unsynced_users(&pool).await == 0 }).await;
+    wait_until("every user synced", Duration::from_secs(90), || async {
+        unsynced_users(&pool).await == 0
+    })
+    .await;
     // Let at least two more ticks fire on all three replicas.
-    let runs_now: i64 = sqlx::query_scalar("SELECT count(*) FROM calsync.nightly_runs").fetch_one(&pool).await.unwrap();
+    let runs_now: i64 = sqlx::query_scalar("SELECT count(*) FROM calsync.nightly_runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     wait_until("two more ticks", Duration::from_secs(30), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM calsync.nightly_runs").fetch_one(&pool).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM calsync.nightly_runs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         n >= runs_now + 2
     })
     .await;
 
     // One run row per tick, whoever fired it.
     let (rows, ticks): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT scheduled_for) FROM calsync.nightly_runs").fetch_one(&pool).await.unwrap();
+        sqlx::query_as("SELECT count(*), count(DISTINCT scheduled_for) FROM calsync.nightly_runs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(rows, ticks);
     // Each user was enqueued and synced exactly once in all those ticks.
     let per_user: Vec<(String, i64)> = sqlx::query_as(
@@ -60,22 +82,42 @@ async fn three_replicas_fan_out_each_tick_once_and_sync_each_user_once() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert!(per_user.is_empty(), "users with more than one job: {per_user:?}");
-    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE job_type = 'sync-calendar' AND status = 'Done'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert!(
+        per_user.is_empty(),
+        "users with more than one job: {per_user:?}"
+    );
+    let done: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs WHERE job_type = 'sync-calendar' AND status = 'Done'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(done, users.len() as i64);
     for i in 1..=users.len() {
         assert_calendar(&fake, &format!("e2e-cal-{i}"));
     }
-    let inserts = fake.calls().iter().filter(|c| c.method == "events.insert").count();
-    assert_eq!(inserts, users.len() * EVENTS_PER_USER, "every event inserted once");
-    let busy: usize = workers.iter().filter(|w| w.log_text().contains("users to sync")).count();
+    let inserts = fake
+        .calls()
+        .iter()
+        .filter(|c| c.method == "events.insert")
+        .count();
+    assert_eq!(
+        inserts,
+        users.len() * EVENTS_PER_USER,
+        "every event inserted once"
+    );
+    let busy: usize = workers
+        .iter()
+        .filter(|w| w.log_text().contains("users to sync"))
+        .count();
     assert!(busy >= 1);
 
     for w in &mut workers {
-        assert!(w.terminate(Duration::from_secs(20)).success(), "{}", w.log_text());
+        assert!(
+            w.terminate(Duration::from_secs(20)).success(),
+            "{}",
+            w.log_text()
+        );
     }
 }
 
@@ -90,22 +132,43 @@ async fn kill_9_mid_job_is_recovered_by_another_worker_without_duplicates() {
     let mut a = WorkerProcess::spawn(&url, &fake, "victim", &args);
     let job = queue::enqueue_sync(&pool, users[0], "e2e").await.unwrap();
     wait_until("first event inserted", Duration::from_secs(30), || async {
-        fake.calls().iter().any(|c| c.method == "events.insert" && c.status == 200)
+        fake.calls()
+            .iter()
+            .any(|c| c.method == "events.insert" && c.status == 200)
     })
     .await;
     a.kill9();
-    let status: String = sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1").bind(&job).fetch_one(&pool).await.unwrap();
-    assert!(matches!(status.as_str(), "Running" | "Queued"), "job should be stranded mid-run, is {status}");
+    let status: String = sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
+        .bind(&job)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        matches!(status.as_str(), "Running" | "Queued"),
+        "job should be stranded mid-run, is {status}"
+    );
 
     fake.clear_faults();
     let mut b = WorkerProcess::spawn(&url, &fake, "rescuer", &args);
-    wait_until("stranded job re-run to done", Duration::from_secs(60), || async {
-        let s: String = sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1").bind(&job).fetch_one(&pool).await.unwrap();
-        s == "Done"
-    })
+    wait_until(
+        "stranded job re-run to done",
+        Duration::from_secs(60),
+        || async {
+            let s: String = sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
+                .bind(&job)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            s == "Done"
+        },
+    )
     .await;
     assert_calendar(&fake, "e2e-cal-1");
-    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM apalis.jobs WHERE id = $1").bind(&job).fetch_one(&pool).await.unwrap();
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM apalis.jobs WHERE id = $1")
+        .bind(&job)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert!(attempts >= 2, "the rescue counts as an attempt");
     assert_eq!(unsynced_users(&pool).await, 0);
     assert!(b.terminate(Duration::from_secs(20)).success());
@@ -117,7 +180,12 @@ async fn sigterm_lets_the_in_flight_job_finish() {
     let (url, pool) = fresh_database(&base_url()).await;
     let users = seed_university(&pool, &fake, 1).await;
     fake.add_fault(FaultRule::latency(Duration::from_millis(300)).method("events.insert"));
-    let mut w = WorkerProcess::spawn(&url, &fake, "graceful", &["--no-cron", "--heartbeat-secs", "1"]);
+    let mut w = WorkerProcess::spawn(
+        &url,
+        &fake,
+        "graceful",
+        &["--no-cron", "--heartbeat-secs", "1"],
+    );
     let job = queue::enqueue_sync(&pool, users[0], "e2e").await.unwrap();
     wait_until("sync in flight", Duration::from_secs(30), || async {
         fake.calls().iter().any(|c| c.method == "events.insert")
@@ -125,7 +193,11 @@ async fn sigterm_lets_the_in_flight_job_finish() {
     .await;
     let status = w.terminate(Duration::from_secs(30));
     assert!(status.success(), "{}", w.log_text());
-    let s: String = sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1").bind(&job).fetch_one(&pool).await.unwrap();
+    let s: String = sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
+        .bind(&job)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(s, "Done", "{}", w.log_text());
     assert_calendar(&fake, "e2e-cal-1");
 }
@@ -136,25 +208,55 @@ async fn worker_recovers_from_a_postgres_restart() {
     let fake = FakeGoogle::start().await.unwrap();
     let (url, pool) = fresh_database(&cluster.url()).await;
     let users = seed_university(&pool, &fake, 10).await;
-    let mut w = WorkerProcess::spawn(&url, &fake, "pgrestart", &["--no-cron", "--heartbeat-secs", "1", "--poll-secs", "1"]);
-    queue::run_nightly_pass(&pool, chrono::Utc::now(), RunTrigger::Manual, "e2e").await.unwrap().unwrap();
-    wait_until("first pass synced", Duration::from_secs(60), || async { unsynced_users(&pool).await == 0 }).await;
-
-    cluster.stop();
-    assert!(w.is_running(), "the worker must not exit when the database goes away");
-    cluster.start_again();
-
-    sqlx::query("UPDATE courses SET title = title || ' (moved)'").execute(&pool).await.unwrap();
-    assert_eq!(unsynced_users(&pool).await, users.len() as i64);
-    queue::run_nightly_pass(&pool, chrono::Utc::now(), RunTrigger::Manual, "e2e").await.unwrap().unwrap();
-    wait_until("second pass synced after the restart", Duration::from_secs(90), || async {
+    let mut w = WorkerProcess::spawn(
+        &url,
+        &fake,
+        "pgrestart",
+        &["--no-cron", "--heartbeat-secs", "1", "--poll-secs", "1"],
+    );
+    queue::run_nightly_pass(&pool, chrono::Utc::now(), RunTrigger::Manual, "e2e")
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until("first pass synced", Duration::from_secs(60), || async {
         unsynced_users(&pool).await == 0
     })
     .await;
+
+    cluster.stop();
+    assert!(
+        w.is_running(),
+        "the worker must not exit when the database goes away"
+    );
+    cluster.start_again();
+
+    sqlx::query("UPDATE courses SET title = title || ' (moved)'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(unsynced_users(&pool).await, users.len() as i64);
+    queue::run_nightly_pass(&pool, chrono::Utc::now(), RunTrigger::Manual, "e2e")
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until(
+        "second pass synced after the restart",
+        Duration::from_secs(90),
+        || async { unsynced_users(&pool).await == 0 },
+    )
+    .await;
     assert!(w.is_running());
-    let titles: Vec<String> = fake.live_events("e2e-cal-1").iter().map(|e| e["summary"].as_str().unwrap_or("").to_string()).collect();
+    let titles: Vec<String> = fake
+        .live_events("e2e-cal-1")
+        .iter()
+        .map(|e| e["summary"].as_str().unwrap_or("").to_string())
+        .collect();
     assert!(titles.iter().all(|t| t.ends_with("(moved)")), "{titles:?}");
-    assert!(w.terminate(Duration::from_secs(30)).success(), "{}", w.log_text());
+    assert!(
+        w.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,15 +270,37 @@ async fn fault_injected_google_ends_with_everyone_synced_or_correctly_marked() {
     fake.revoke_refresh_token(&format!("e2e-rt-{revoked}"));
     fake.delete_calendar("e2e-cal-2");
     fake.add_fault(FaultRule::error(500, "backendError").rate(0.08).seed(7));
-    fake.add_fault(FaultRule::error(429, "rateLimitExceeded").rate(0.05).seed(11));
-    fake.add_fault(FaultRule::error(403, "userRateLimitExceeded").rate(0.03).seed(13));
+    fake.add_fault(
+        FaultRule::error(429, "rateLimitExceeded")
+            .rate(0.05)
+            .seed(11),
+    );
+    fake.add_fault(
+        FaultRule::error(403, "userRateLimitExceeded")
+            .rate(0.03)
+            .seed(13),
+    );
     fake.add_fault(FaultRule::non_json(502).rate(0.02).seed(17));
-    let args = ["--no-cron", "--concurrency", "4", "--heartbeat-secs", "1", "--poll-secs", "1"];
+    let args = [
+        "--no-cron",
+        "--concurrency",
+        "4",
+        "--heartbeat-secs",
+        "1",
+        "--poll-secs",
+        "1",
+    ];
     let mut w1 = WorkerProcess::spawn(&url, &fake, "faulty1", &args);
     let mut w2 = WorkerProcess::spawn(&url, &fake, "faulty2", &args);
-    let run = queue::run_nightly_pass(&pool, chrono::Utc::now(), RunTrigger::Manual, "e2e").await.unwrap().unwrap();
+    let run = queue::run_nightly_pass(&pool, chrono::Utc::now(), RunTrigger::Manual, "e2e")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(run.enqueued, 30);
-    wait_until("every job final", Duration::from_secs(120), || async { active_jobs(&pool).await == 0 }).await;
+    wait_until("every job final", Duration::from_secs(120), || async {
+        active_jobs(&pool).await == 0
+    })
+    .await;
 
     let status = |id: i64| {
         let pool = pool.clone();
@@ -216,7 +340,12 @@ async fn malformed_payloads_fail_their_job_and_never_stop_the_worker() {
     let fake = FakeGoogle::start().await.unwrap();
     let (url, pool) = fresh_database(&base_url()).await;
     let users = seed_university(&pool, &fake, 2).await;
-    let mut w = WorkerProcess::spawn(&url, &fake, "malformed", &["--no-cron", "--heartbeat-secs", "1"]);
+    let mut w = WorkerProcess::spawn(
+        &url,
+        &fake,
+        "malformed",
+        &["--no-cron", "--heartbeat-secs", "1"],
+    );
     // Another service inserts jobs by hand: wrong shapes, a deleted user, then a good one.
     let insert = |json: &'static str| {
         let pool = pool.clone();
@@ -257,9 +386,19 @@ async fn malformed_payloads_fail_their_job_and_never_stop_the_worker() {
             .unwrap()
         }
     };
-    wait_until("good job done", Duration::from_secs(60), || async { state(good.clone()).await.0 == "Done" }).await;
-    for (id, needle) in [(bad_type, "invalid type"), (no_user, "missing field `user_id`"), (unknown, "user 987654 does not exist")] {
-        wait_until("malformed job killed", Duration::from_secs(30), || async { state(id.clone()).await.0 == "Killed" }).await;
+    wait_until("good job done", Duration::from_secs(60), || async {
+        state(good.clone()).await.0 == "Done"
+    })
+    .await;
+    for (id, needle) in [
+        (bad_type, "invalid type"),
+        (no_user, "missing field `user_id`"),
+        (unknown, "user 987654 does not exist"),
+    ] {
+        wait_until("malformed job killed", Duration::from_secs(30), || async {
+            state(id.clone()).await.0 == "Killed"
+        })
+        .await;
         let (_, err) = state(id).await;
         let err = err.unwrap_or_default();
         assert!(err.contains(needle), "{err}");

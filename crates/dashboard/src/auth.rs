@@ -73,7 +73,10 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Signs and checks sessions.
@@ -87,15 +90,25 @@ pub struct Keys {
 impl Keys {
     /// Keys from the configured tokens and secret.
     pub fn new(secret: Vec<u8>, admin: Option<String>, readonly: Option<String>) -> Keys {
-        Keys { secret, admin, readonly }
+        Keys {
+            secret,
+            admin,
+            readonly,
+        }
     }
 
     /// The role a presented token grants.
     pub fn role_for_token(&self, token: &str) -> Option<Role> {
         let t = token.as_bytes();
         // Compare against both so timing does not tell which one exists.
-        let admin = self.admin.as_deref().is_some_and(|a| ct_eq(a.as_bytes(), t));
-        let ro = self.readonly.as_deref().is_some_and(|r| ct_eq(r.as_bytes(), t));
+        let admin = self
+            .admin
+            .as_deref()
+            .is_some_and(|a| ct_eq(a.as_bytes(), t));
+        let ro = self
+            .readonly
+            .as_deref()
+            .is_some_and(|r| ct_eq(r.as_bytes(), t));
         if admin {
             Some(Role::Admin)
         } else if ro {
@@ -107,7 +120,11 @@ impl Keys {
 
     /// A fresh session cookie value for `role`.
     pub fn issue(&self, role: Role) -> String {
-        let nonce = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        let nonce = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
         let payload = format!("{}|{}|{}", role.as_str(), now() + SESSION_SECS, nonce);
         let sig = hex(&hmac(&self.secret, payload.as_bytes()));
         format!("{payload}|{sig}")
@@ -127,12 +144,19 @@ impl Keys {
         if expires < now() {
             return None;
         }
-        Some(Session { role, nonce, bearer: false })
+        Some(Session {
+            role,
+            nonce,
+            bearer: false,
+        })
     }
 
     /// The CSRF token of a session.
     pub fn csrf_token(&self, session: &Session) -> String {
-        hex(&hmac(&self.secret, format!("csrf|{}", session.nonce).as_bytes()))
+        hex(&hmac(
+            &self.secret,
+            format!("csrf|{}", session.nonce).as_bytes(),
+        ))
     }
 
     /// Whether `given` is the session's CSRF token.
@@ -187,7 +211,10 @@ mod tests {
     #[test]
     fn hmac_matches_rfc_4231_case_2() {
         let mac = hmac(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(hex(&mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            hex(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

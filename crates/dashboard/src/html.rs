@@ -35,7 +35,8 @@ pub fn q(s: &str) -> String {
 
 /// A timestamp as `YYYY-MM-DD HH:MM:SS UTC`, or a dash.
 pub fn ts(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_else(|| "—".into())
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "—".into())
 }
 
 /// Shorten to `n` characters.
@@ -93,7 +94,10 @@ pub fn page(title: &str, who: Option<&str>, csrf: &str, flash: Option<&str>, bod
 
 /// The hidden CSRF input.
 pub fn csrf_field(csrf: &str) -> String {
-    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(csrf))
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(csrf)
+    )
 }
 
 /// A state badge.
@@ -102,10 +106,21 @@ pub fn badge(state: &str) -> String {
 }
 
 /// A POST button form.
-pub fn button(action: &str, label: &str, csrf: &str, hidden: &[(&str, String)], danger: bool) -> String {
+pub fn button(
+    action: &str,
+    label: &str,
+    csrf: &str,
+    hidden: &[(&str, String)],
+    danger: bool,
+) -> String {
     let mut fields = csrf_field(csrf);
     for (k, v) in hidden {
-        let _ = write!(fields, "<input type=\"hidden\" name=\"{}\" value=\"{}\">", esc(k), esc(v));
+        let _ = write!(
+            fields,
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+            esc(k),
+            esc(v)
+        );
     }
     format!(
         "<form class=\"inline\" method=\"post\" action=\"{}\">{fields}<button{}>{}</button></form>",
@@ -121,7 +136,10 @@ mod tests {
 
     #[test]
     fn escapes_markup_and_quotes() {
-        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
         assert_eq!(q("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
     }
 }

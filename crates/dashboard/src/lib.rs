@@ -55,7 +55,10 @@ pub enum DashboardError {
     #[error("dashboard tokens must be at least 12 characters long")]
     WeakToken,
     #[error("could not serve the dashboard on {addr}: {source}")]
-    Serve { addr: SocketAddr, source: std::io::Error },
+    Serve {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Shared state of the handlers.
@@ -74,17 +77,27 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Result<Router, Dashboard
     if admin.is_none() && readonly.is_none() {
         return Err(DashboardError::NoCredentials);
     }
-    if [&admin, &readonly].into_iter().flatten().any(|t| t.len() < 12) {
+    if [&admin, &readonly]
+        .into_iter()
+        .flatten()
+        .any(|t| t.len() < 12)
+    {
         return Err(DashboardError::WeakToken);
     }
     let secret = match config.session_secret.filter(|s| !s.is_empty()) {
         Some(s) => s.into_bytes(),
-        None => (0..4).flat_map(|_| rand::random::<u64>().to_le_bytes()).collect(),
+        None => (0..4)
+            .flat_map(|_| rand::random::<u64>().to_le_bytes())
+            .collect(),
     };
     let state = Arc::new(AppState {
         pool,
         keys: auth::Keys::new(secret, admin, readonly),
-        page_size: if config.page_size > 0 { config.page_size.min(500) } else { 50 },
+        page_size: if config.page_size > 0 {
+            config.page_size.min(500)
+        } else {
+            50
+        },
         secure_cookies: config.secure_cookies,
     });
     Ok(Router::new()
@@ -119,7 +132,10 @@ pub async fn serve(
     let app = router(pool, config)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|source| DashboardError::Serve { addr: listen, source })?;
+        .map_err(|source| DashboardError::Serve {
+            addr: listen,
+            source,
+        })?;
     let addr = listener.local_addr().unwrap_or(listen);
     tracing::info!(%addr, "dashboard listening");
     axum::serve(listener, app)

@@ -28,12 +28,26 @@ type Params = HashMap<String, String>;
 
 /// An error page.
 fn error_page(status: StatusCode, title: &str, msg: &str) -> Response {
-    (status, Html(page(title, None, "", None, &format!("<div class=\"error\">{}</div>", esc(msg))))).into_response()
+    (
+        status,
+        Html(page(
+            title,
+            None,
+            "",
+            None,
+            &format!("<div class=\"error\">{}</div>", esc(msg)),
+        )),
+    )
+        .into_response()
 }
 
 fn db_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "dashboard database error");
-    error_page(StatusCode::INTERNAL_SERVER_ERROR, "Error", "A database error occurred; see the server log.")
+    error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Error",
+        "A database error occurred; see the server log.",
+    )
 }
 
 /// Rendering context of an authenticated page.
@@ -53,15 +67,28 @@ impl Ctx {
         self.session.role == Role::Admin
     }
     fn render(&self, title: &str, flash: Option<&String>, body: &str) -> Response {
-        let mut resp = Html(page(title, Some(self.role()), &self.csrf, flash.map(|s| s.as_str()), body)).into_response();
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        resp.headers_mut().insert("x-frame-options", HeaderValue::from_static("DENY"));
-        resp.headers_mut().insert("content-security-policy", HeaderValue::from_static("default-src 'self'; style-src 'unsafe-inline'"));
+        let mut resp = Html(page(
+            title,
+            Some(self.role()),
+            &self.csrf,
+            flash.map(|s| s.as_str()),
+            body,
+        ))
+        .into_response();
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp.headers_mut()
+            .insert("x-frame-options", HeaderValue::from_static("DENY"));
+        resp.headers_mut().insert(
+            "content-security-policy",
+            HeaderValue::from_static("default-src 'self'; style-src 'unsafe-inline'"),
+        );
         resp
     }
 }
 
 /// Authenticate a page view; unauthenticated browsers go to the login page.
+#[expect(clippy::result_large_err, reason = "the error is the response handlers return as is")]
 fn view(st: &AppState, headers: &HeaderMap) -> Result<Ctx, Response> {
     match st.keys.session_from(headers) {
         Some(session) => Ok(Ctx {
@@ -73,25 +100,42 @@ fn view(st: &AppState, headers: &HeaderMap) -> Result<Ctx, Response> {
 }
 
 /// Authenticate an action: admin role, same origin, and a valid CSRF token.
+#[expect(clippy::result_large_err, reason = "the error is the response handlers return as is")]
 fn act(st: &AppState, headers: &HeaderMap, form: &Params) -> Result<Session, Response> {
     let Some(session) = st.keys.session_from(headers) else {
-        return Err(error_page(StatusCode::UNAUTHORIZED, "Not logged in", "Log in first."));
+        return Err(error_page(
+            StatusCode::UNAUTHORIZED,
+            "Not logged in",
+            "Log in first.",
+        ));
     };
     if !session.bearer {
         let token = form.get("csrf").map(String::as_str).unwrap_or("");
         if !same_origin(headers) || !st.keys.csrf_ok(&session, token) {
             tracing::warn!("dashboard: rejected a POST with a missing or wrong CSRF token");
-            return Err(error_page(StatusCode::FORBIDDEN, "Forbidden", "Missing or invalid CSRF token; reload the page and try again."));
+            return Err(error_page(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "Missing or invalid CSRF token; reload the page and try again.",
+            ));
         }
     }
     if session.role != Role::Admin {
-        return Err(error_page(StatusCode::FORBIDDEN, "Forbidden", "The read-only role cannot change anything."));
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "The read-only role cannot change anything.",
+        ));
     }
     Ok(session)
 }
 
 fn actor(s: &Session) -> String {
-    if s.bearer { "dashboard:admin-token".into() } else { "dashboard:admin".into() }
+    if s.bearer {
+        "dashboard:admin-token".into()
+    } else {
+        "dashboard:admin".into()
+    }
 }
 
 /// Redirect to a local path with a flash message.
@@ -112,7 +156,10 @@ pub(crate) async fn not_found() -> Response {
 // ---------------------------------------------------------------- login
 
 pub(crate) async fn login_form(Query(p): Query<Params>) -> Response {
-    let err = p.get("error").map(|_| "<div class=\"error\">Invalid token.</div>").unwrap_or("");
+    let err = p
+        .get("error")
+        .map(|_| "<div class=\"error\">Invalid token.</div>")
+        .unwrap_or("");
     Html(page(
         "Log in",
         None,
@@ -129,7 +176,11 @@ pub(crate) async fn login_form(Query(p): Query<Params>) -> Response {
 
 pub(crate) async fn login(State(st): St, headers: HeaderMap, Form(form): Form<Params>) -> Response {
     if !same_origin(&headers) {
-        return error_page(StatusCode::FORBIDDEN, "Forbidden", "Cross-origin login refused.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Cross-origin login refused.",
+        );
     }
     let token = form.get("token").map(String::as_str).unwrap_or("");
     let Some(role) = st.keys.role_for_token(token) else {
@@ -151,12 +202,22 @@ pub(crate) async fn login(State(st): St, headers: HeaderMap, Form(form): Form<Pa
     resp
 }
 
-pub(crate) async fn logout(State(st): St, headers: HeaderMap, Form(form): Form<Params>) -> Response {
+pub(crate) async fn logout(
+    State(st): St,
+    headers: HeaderMap,
+    Form(form): Form<Params>,
+) -> Response {
     if let Some(session) = st.keys.session_from(&headers)
         && !session.bearer
-        && !st.keys.csrf_ok(&session, form.get("csrf").map(String::as_str).unwrap_or(""))
+        && !st
+            .keys
+            .csrf_ok(&session, form.get("csrf").map(String::as_str).unwrap_or(""))
     {
-        return error_page(StatusCode::FORBIDDEN, "Forbidden", "Missing or invalid CSRF token.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Missing or invalid CSRF token.",
+        );
     }
     let mut resp = Redirect::to("/login").into_response();
     resp.headers_mut().insert(
@@ -168,7 +229,11 @@ pub(crate) async fn logout(State(st): St, headers: HeaderMap, Form(form): Form<P
 
 // ---------------------------------------------------------------- overview
 
-pub(crate) async fn overview(State(st): St, headers: HeaderMap, Query(p): Query<Params>) -> Response {
+pub(crate) async fn overview(
+    State(st): St,
+    headers: HeaderMap,
+    Query(p): Query<Params>,
+) -> Response {
     let ctx = match view(&st, &headers) {
         Ok(c) => c,
         Err(r) => return r,
@@ -186,13 +251,29 @@ pub(crate) async fn overview(State(st): St, headers: HeaderMap, Query(p): Query<
         ("users", users.users, "/users"),
         ("with calendar", users.with_calendar, "/users"),
         ("flagged", users.flagged, "/users?status=flagged"),
-        ("never synced", users.never_synced, "/users?status=never_synced"),
+        (
+            "never synced",
+            users.never_synced,
+            "/users?status=never_synced",
+        ),
         ("due", users.due, "/users?status=due"),
-        ("needs re-auth", users.needs_reauth, "/users?status=needs_reauth"),
-        ("calendar missing", users.calendar_missing, "/users?status=calendar_missing"),
+        (
+            "needs re-auth",
+            users.needs_reauth,
+            "/users?status=needs_reauth",
+        ),
+        (
+            "calendar missing",
+            users.calendar_missing,
+            "/users?status=calendar_missing",
+        ),
         ("failing", users.failing, "/users?status=failing"),
     ] {
-        let _ = write!(body, "<a class=\"card\" href=\"{link}\"><b>{n}</b>{}</a>", esc(label));
+        let _ = write!(
+            body,
+            "<a class=\"card\" href=\"{link}\"><b>{n}</b>{}</a>",
+            esc(label)
+        );
     }
     body.push_str("</div><h2>Jobs</h2><table><tr><th>queue</th>");
     for s in JobState::ALL {
@@ -207,7 +288,11 @@ pub(crate) async fn overview(State(st): St, headers: HeaderMap, Query(p): Query<
     for qn in queues {
         let _ = write!(body, "<tr><td>{}</td>", esc(qn));
         for s in JobState::ALL {
-            let n = counts.iter().find(|c| c.0 == qn && c.1 == s).map(|c| c.2).unwrap_or(0);
+            let n = counts
+                .iter()
+                .find(|c| c.0 == qn && c.1 == s)
+                .map(|c| c.2)
+                .unwrap_or(0);
             let _ = write!(
                 body,
                 "<td class=\"num\"><a href=\"/jobs?queue={}&state={}\">{n}</a></td>",
@@ -222,7 +307,13 @@ pub(crate) async fn overview(State(st): St, headers: HeaderMap, Query(p): Query<
     if ctx.admin() {
         body.push_str(&format!(
             "<p>{}</p>",
-            button("/runs/now", "Run the nightly sync now", &ctx.csrf, &[("back", "/runs".into())], false)
+            button(
+                "/runs/now",
+                "Run the nightly sync now",
+                &ctx.csrf,
+                &[("back", "/runs".into())],
+                false
+            )
         ));
     }
     ctx.render("Overview", p.get("flash"), &body)
@@ -239,10 +330,18 @@ fn filter_from(p: &Params) -> Result<JobFilter, String> {
         f.queue = Some(qn.clone());
     }
     if let Some(u) = p.get("user_id").filter(|s| !s.is_empty()) {
-        f.user_id = Some(u.trim().parse().map_err(|_| format!("user id must be a number, got {u:?}"))?);
+        f.user_id = Some(
+            u.trim()
+                .parse()
+                .map_err(|_| format!("user id must be a number, got {u:?}"))?,
+        );
     }
     if let Some(r) = p.get("run_id").filter(|s| !s.is_empty()) {
-        f.run_id = Some(r.trim().parse().map_err(|_| format!("run id must be a number, got {r:?}"))?);
+        f.run_id = Some(
+            r.trim()
+                .parse()
+                .map_err(|_| format!("run id must be a number, got {r:?}"))?,
+        );
     }
     Ok(f)
 }
@@ -265,7 +364,11 @@ fn filter_fields(f: &JobFilter) -> Vec<(&'static str, String)> {
 }
 
 fn filter_query(f: &JobFilter) -> String {
-    filter_fields(f).iter().map(|(k, v)| format!("{k}={}", q(v))).collect::<Vec<_>>().join("&")
+    filter_fields(f)
+        .iter()
+        .map(|(k, v)| format!("{k}={}", q(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A row of the jobs list.
@@ -280,7 +383,12 @@ struct JobRow {
     err: Option<String>,
 }
 
-async fn list_jobs(st: &AppState, f: &JobFilter, before: Option<&str>, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+async fn list_jobs(
+    st: &AppState,
+    f: &JobFilter,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<JobRow>, sqlx::Error> {
     let mut qb = QueryBuilder::<Postgres>::new(format!(
         "SELECT j.id, j.job_type, {} AS state, calsync.job_payload(j.job) ->> 'user_id' AS user_id, \
          j.attempts, j.max_attempts, j.run_at, j.last_result ->> 'Err' AS err FROM apalis.jobs j WHERE true",
@@ -348,14 +456,19 @@ pub(crate) async fn jobs(State(st): St, headers: HeaderMap, Query(p): Query<Para
         Ok(f) => f,
         Err(msg) => return error_page(StatusCode::BAD_REQUEST, "Bad filter", &msg),
     };
-    let before = p.get("before").filter(|b| !b.is_empty()).map(String::as_str);
+    let before = p
+        .get("before")
+        .filter(|b| !b.is_empty())
+        .map(String::as_str);
     let mut rows = match list_jobs(&st, &f, before, st.page_size + 1).await {
         Ok(r) => r,
         Err(e) => return db_error(e),
     };
     let more = rows.len() as i64 > st.page_size;
     rows.truncate(st.page_size as usize);
-    let mut body = String::from("<form class=\"filters\" method=\"get\" action=\"/jobs\"><label>state <select name=\"state\"><option value=\"\">any</option>");
+    let mut body = String::from(
+        "<form class=\"filters\" method=\"get\" action=\"/jobs\"><label>state <select name=\"state\"><option value=\"\">any</option>",
+    );
     for s in JobState::ALL {
         let sel = if f.state == Some(s) { " selected" } else { "" };
         let _ = write!(body, "<option{sel}>{}</option>", s.as_str());
@@ -374,9 +487,21 @@ pub(crate) async fn jobs(State(st): St, headers: HeaderMap, Query(p): Query<Para
         let mut hidden = filter_fields(&f);
         hidden.push(("back", here.clone()));
         body.push_str("<p>");
-        body.push_str(&button("/jobs/retry", "Retry all failed/killed matching this filter", &ctx.csrf, &hidden, false));
+        body.push_str(&button(
+            "/jobs/retry",
+            "Retry all failed/killed matching this filter",
+            &ctx.csrf,
+            &hidden,
+            false,
+        ));
         body.push(' ');
-        body.push_str(&button("/jobs/discard", "Discard all pending matching this filter", &ctx.csrf, &hidden, true));
+        body.push_str(&button(
+            "/jobs/discard",
+            "Discard all pending matching this filter",
+            &ctx.csrf,
+            &hidden,
+            true,
+        ));
         body.push_str("</p>");
     }
     body.push_str(&jobs_table(&rows));
@@ -385,14 +510,23 @@ pub(crate) async fn jobs(State(st): St, headers: HeaderMap, Query(p): Query<Para
             body,
             "<p><a rel=\"next\" href=\"/jobs?{}{}before={}\">Older jobs →</a></p>",
             filter_query(&f),
-            if filter_fields(&f).is_empty() { "" } else { "&" },
+            if filter_fields(&f).is_empty() {
+                ""
+            } else {
+                "&"
+            },
             q(&last.id)
         );
     }
     ctx.render("Jobs", p.get("flash"), &body)
 }
 
-pub(crate) async fn job(State(st): St, headers: HeaderMap, Path(id): Path<String>, Query(p): Query<Params>) -> Response {
+pub(crate) async fn job(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(p): Query<Params>,
+) -> Response {
     let ctx = match view(&st, &headers) {
         Ok(c) => c,
         Err(r) => return r,
@@ -409,10 +543,21 @@ pub(crate) async fn job(State(st): St, headers: HeaderMap, Path(id): Path<String
     .await;
     let r = match row {
         Ok(Some(r)) => r,
-        Ok(None) => return error_page(StatusCode::NOT_FOUND, "Job not found", &format!("There is no job {id}.")),
+        Ok(None) => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                "Job not found",
+                &format!("There is no job {id}."),
+            );
+        }
         Err(e) => return db_error(e),
     };
-    let get_s = |c: &str| r.try_get::<Option<String>, _>(c).ok().flatten().unwrap_or_default();
+    let get_s = |c: &str| {
+        r.try_get::<Option<String>, _>(c)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
     let state = get_s("state");
     let payload: Option<serde_json::Value> = r.try_get("payload").ok().flatten();
     let last: Option<serde_json::Value> = r.try_get("last_result").ok().flatten();
@@ -421,7 +566,14 @@ pub(crate) async fn job(State(st): St, headers: HeaderMap, Path(id): Path<String
     for (k, v) in [
         ("id", format!("<code>{}</code>", esc(&id))),
         ("queue", esc(&get_s("job_type"))),
-        ("state", format!("{} <span class=\"muted\">(apalis status {})</span>", badge(&state), esc(&get_s("status")))),
+        (
+            "state",
+            format!(
+                "{} <span class=\"muted\">(apalis status {})</span>",
+                badge(&state),
+                esc(&get_s("status"))
+            ),
+        ),
         (
             "attempts",
             format!(
@@ -435,7 +587,10 @@ pub(crate) async fn job(State(st): St, headers: HeaderMap, Path(id): Path<String
         ("locked at", at("lock_at")),
         ("done at", at("done_at")),
         ("active-job key", esc(&get_s("idempotency_key"))),
-        ("priority", r.try_get::<i32, _>("priority").unwrap_or(0).to_string()),
+        (
+            "priority",
+            r.try_get::<i32, _>("priority").unwrap_or(0).to_string(),
+        ),
     ] {
         let _ = write!(body, "<tr><th>{k}</th><td>{v}</td></tr>");
     }
@@ -445,12 +600,22 @@ pub(crate) async fn job(State(st): St, headers: HeaderMap, Path(id): Path<String
         None => get_s("raw"),
     };
     let _ = write!(body, "<pre>{}</pre>", esc(&payload_text));
-    if let Some(uid) = payload.as_ref().and_then(|p| p.get("user_id")).and_then(|u| u.as_i64()) {
-        let _ = write!(body, "<p><a href=\"/users/{uid}\">User {uid}</a> · <a href=\"/jobs?user_id={uid}\">all jobs of this user</a></p>");
+    if let Some(uid) = payload
+        .as_ref()
+        .and_then(|p| p.get("user_id"))
+        .and_then(|u| u.as_i64())
+    {
+        let _ = write!(
+            body,
+            "<p><a href=\"/users/{uid}\">User {uid}</a> · <a href=\"/jobs?user_id={uid}\">all jobs of this user</a></p>"
+        );
     }
     body.push_str("<h2>Last result</h2>");
     let last_text = match &last {
-        Some(serde_json::Value::Object(m)) if m.contains_key("Err") => m["Err"].as_str().map(str::to_string).unwrap_or_else(|| m["Err"].to_string()),
+        Some(serde_json::Value::Object(m)) if m.contains_key("Err") => m["Err"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| m["Err"].to_string()),
         Some(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
         None => "—".into(),
     };
@@ -459,11 +624,23 @@ pub(crate) async fn job(State(st): St, headers: HeaderMap, Path(id): Path<String
         let here = format!("/jobs/{}", q(&id));
         body.push_str("<p>");
         if matches!(state.as_str(), "failed" | "killed" | "retrying") {
-            body.push_str(&button(&format!("/jobs/{}/retry", q(&id)), "Retry now", &ctx.csrf, &[("back", here.clone())], false));
+            body.push_str(&button(
+                &format!("/jobs/{}/retry", q(&id)),
+                "Retry now",
+                &ctx.csrf,
+                &[("back", here.clone())],
+                false,
+            ));
             body.push(' ');
         }
         if matches!(state.as_str(), "pending" | "retrying") {
-            body.push_str(&button(&format!("/jobs/{}/discard", q(&id)), "Discard", &ctx.csrf, &[("back", here)], true));
+            body.push_str(&button(
+                &format!("/jobs/{}/discard", q(&id)),
+                "Discard",
+                &ctx.csrf,
+                &[("back", here)],
+                true,
+            ));
         }
         body.push_str("</p>");
     }
@@ -471,38 +648,74 @@ pub(crate) async fn job(State(st): St, headers: HeaderMap, Path(id): Path<String
 }
 
 fn outcome_text(verb: &str, out: &queue::ActionOutcome) -> String {
-    let mut s = format!("{verb} {} job{}", out.changed.len(), if out.changed.len() == 1 { "" } else { "s" });
+    let mut s = format!(
+        "{verb} {} job{}",
+        out.changed.len(),
+        if out.changed.len() == 1 { "" } else { "s" }
+    );
     if out.skipped > 0 {
-        let _ = write!(s, ", {} skipped: the user already has an active job", out.skipped);
+        let _ = write!(
+            s,
+            ", {} skipped: the user already has an active job",
+            out.skipped
+        );
     }
     s
 }
 
-pub(crate) async fn retry_one(State(st): St, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<Params>) -> Response {
+pub(crate) async fn retry_one(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<Params>,
+) -> Response {
     let s = match act(&st, &headers, &form) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let f = JobFilter { ids: Some(vec![id.clone()]), ..Default::default() };
+    let f = JobFilter {
+        ids: Some(vec![id.clone()]),
+        ..Default::default()
+    };
     match queue::retry_jobs(&st.pool, &f, &actor(&s)).await {
-        Ok(out) => back(&form, &format!("/jobs/{}", q(&id)), &outcome_text("Retried", &out)),
+        Ok(out) => back(
+            &form,
+            &format!("/jobs/{}", q(&id)),
+            &outcome_text("Retried", &out),
+        ),
         Err(e) => db_error(e),
     }
 }
 
-pub(crate) async fn discard_one(State(st): St, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<Params>) -> Response {
+pub(crate) async fn discard_one(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<Params>,
+) -> Response {
     let s = match act(&st, &headers, &form) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let f = JobFilter { ids: Some(vec![id.clone()]), ..Default::default() };
+    let f = JobFilter {
+        ids: Some(vec![id.clone()]),
+        ..Default::default()
+    };
     match queue::discard_jobs(&st.pool, &f, &actor(&s)).await {
-        Ok(out) => back(&form, &format!("/jobs/{}", q(&id)), &outcome_text("Discarded", &out)),
+        Ok(out) => back(
+            &form,
+            &format!("/jobs/{}", q(&id)),
+            &outcome_text("Discarded", &out),
+        ),
         Err(e) => db_error(e),
     }
 }
 
-pub(crate) async fn retry_many(State(st): St, headers: HeaderMap, Form(form): Form<Params>) -> Response {
+pub(crate) async fn retry_many(
+    State(st): St,
+    headers: HeaderMap,
+    Form(form): Form<Params>,
+) -> Response {
     let s = match act(&st, &headers, &form) {
         Ok(s) => s,
         Err(r) => return r,
@@ -517,7 +730,11 @@ pub(crate) async fn retry_many(State(st): St, headers: HeaderMap, Form(form): Fo
     }
 }
 
-pub(crate) async fn discard_many(State(st): St, headers: HeaderMap, Form(form): Form<Params>) -> Response {
+pub(crate) async fn discard_many(
+    State(st): St,
+    headers: HeaderMap,
+    Form(form): Form<Params>,
+) -> Response {
     let s = match act(&st, &headers, &form) {
         Ok(s) => s,
         Err(r) => return r,
@@ -545,11 +762,23 @@ fn runs_table(runs: &[queue::NightlyRun]) -> String {
     for r in runs {
         let duration = r
             .finished_at
-            .map(|f| format!("{:.1} s", (f - r.started_at).num_milliseconds() as f64 / 1000.0))
+            .map(|f| {
+                format!(
+                    "{:.1} s",
+                    (f - r.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
             .unwrap_or_else(|| "—".into());
-        let status = if r.finished_at.is_some() { "finished" } else { "in progress" };
+        let status = if r.finished_at.is_some() {
+            "finished"
+        } else {
+            "in progress"
+        };
         let failed = if r.failed > 0 {
-            format!("<a href=\"/jobs?run_id={}&state=killed\">{}</a>", r.id, r.failed)
+            format!(
+                "<a href=\"/jobs?run_id={}&state=killed\">{}</a>",
+                r.id, r.failed
+            )
         } else {
             "0".into()
         };
@@ -581,29 +810,59 @@ pub(crate) async fn runs(State(st): St, headers: HeaderMap, Query(p): Query<Para
     };
     let mut body = String::new();
     if ctx.admin() {
-        let _ = write!(body, "<p>{}</p>", button("/runs/now", "Run the nightly sync now", &ctx.csrf, &[("back", "/runs".into())], false));
+        let _ = write!(
+            body,
+            "<p>{}</p>",
+            button(
+                "/runs/now",
+                "Run the nightly sync now",
+                &ctx.csrf,
+                &[("back", "/runs".into())],
+                false
+            )
+        );
     }
     body.push_str(&runs_table(&runs));
     ctx.render("Nightly runs", p.get("flash"), &body)
 }
 
-pub(crate) async fn run(State(st): St, headers: HeaderMap, Path(id): Path<i64>, Query(p): Query<Params>) -> Response {
+pub(crate) async fn run(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(p): Query<Params>,
+) -> Response {
     let ctx = match view(&st, &headers) {
         Ok(c) => c,
         Err(r) => return r,
     };
     let run = match queue::nightly_run(&st.pool, id).await {
         Ok(Some(r)) => r,
-        Ok(None) => return error_page(StatusCode::NOT_FOUND, "Run not found", &format!("There is no nightly run {id}.")),
+        Ok(None) => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                "Run not found",
+                &format!("There is no nightly run {id}."),
+            );
+        }
         Err(e) => return db_error(e),
     };
-    let f = JobFilter { run_id: Some(id), ..Default::default() };
-    let failed_f = JobFilter { state: Some(JobState::Killed), ..f.clone() };
+    let f = JobFilter {
+        run_id: Some(id),
+        ..Default::default()
+    };
+    let failed_f = JobFilter {
+        state: Some(JobState::Killed),
+        ..f.clone()
+    };
     let mut failed = match list_jobs(&st, &failed_f, None, st.page_size).await {
         Ok(r) => r,
         Err(e) => return db_error(e),
     };
-    let exhausted_f = JobFilter { state: Some(JobState::Failed), ..f.clone() };
+    let exhausted_f = JobFilter {
+        state: Some(JobState::Failed),
+        ..f.clone()
+    };
     match list_jobs(&st, &exhausted_f, None, st.page_size).await {
         Ok(r) => failed.extend(r),
         Err(e) => return db_error(e),
@@ -634,19 +893,36 @@ pub(crate) async fn run(State(st): St, headers: HeaderMap, Path(id): Path<i64>, 
     ctx.render(&format!("Nightly run #{id}"), p.get("flash"), &body)
 }
 
-pub(crate) async fn run_now(State(st): St, headers: HeaderMap, Form(form): Form<Params>) -> Response {
+pub(crate) async fn run_now(
+    State(st): St,
+    headers: HeaderMap,
+    Form(form): Form<Params>,
+) -> Response {
     let s = match act(&st, &headers, &form) {
         Ok(s) => s,
         Err(r) => return r,
     };
     match queue::run_nightly_pass(&st.pool, Utc::now(), RunTrigger::Manual, &actor(&s)).await {
         Ok(Some(run)) => {
-            let _ = queue::audit(&st.pool, &actor(&s), "run_now", serde_json::json!({"run_id": run.id, "enqueued": run.enqueued})).await;
-            tracing::info!(run_id = run.id, enqueued = run.enqueued, "dashboard: nightly run started by hand");
+            let _ = queue::audit(
+                &st.pool,
+                &actor(&s),
+                "run_now",
+                serde_json::json!({"run_id": run.id, "enqueued": run.enqueued}),
+            )
+            .await;
+            tracing::info!(
+                run_id = run.id,
+                enqueued = run.enqueued,
+                "dashboard: nightly run started by hand"
+            );
             back(
                 &form,
                 "/runs",
-                &format!("Nightly run #{} started: {} users due, {} jobs enqueued, {} already queued", run.id, run.users_due, run.enqueued, run.already_queued),
+                &format!(
+                    "Nightly run #{} started: {} users due, {} jobs enqueued, {} already queued",
+                    run.id, run.users_due, run.enqueued, run.already_queued
+                ),
             )
         }
         Ok(None) => back(&form, "/runs", "A run for this instant already exists"),
@@ -661,7 +937,10 @@ const USER_FILTERS: [(&str, &str); 6] = [
     ("never_synced", "last_calendar_sync_at IS NULL"),
     ("due", users::DUE_CONDITION),
     ("needs_reauth", "calendar_sync_status = 'needs_reauth'"),
-    ("calendar_missing", "calendar_sync_status = 'calendar_missing'"),
+    (
+        "calendar_missing",
+        "calendar_sync_status = 'calendar_missing'",
+    ),
     ("failing", "calendar_sync_status = 'failing'"),
 ];
 
@@ -675,7 +954,13 @@ pub(crate) async fn users(State(st): St, headers: HeaderMap, Query(p): Query<Par
     let cond = match USER_FILTERS.iter().find(|(k, _)| *k == status) {
         Some((_, c)) => Some(*c),
         None if status.is_empty() => None,
-        None => return error_page(StatusCode::BAD_REQUEST, "Bad filter", &format!("unknown status {status:?}")),
+        None => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Bad filter",
+                &format!("unknown status {status:?}"),
+            );
+        }
     };
     let after: i64 = p.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
     let mut qb = QueryBuilder::<Postgres>::new(
@@ -692,7 +977,13 @@ pub(crate) async fn users(State(st): St, headers: HeaderMap, Query(p): Query<Par
                 qb.push(" AND id = ").push_bind(id);
             }
             Err(_) => {
-                let pattern = format!("%{}%", search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+                let pattern = format!(
+                    "%{}%",
+                    search
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                );
                 qb.push(" AND email ILIKE ").push_bind(pattern);
             }
         }
@@ -721,14 +1012,27 @@ pub(crate) async fn users(State(st): St, headers: HeaderMap, Query(p): Query<Par
     for r in rows.iter().take(st.page_size as usize) {
         let id: i64 = r.try_get("id").unwrap_or(0);
         last_id = id;
-        let s = |c: &str| r.try_get::<Option<String>, _>(c).ok().flatten().unwrap_or_default();
+        let s = |c: &str| {
+            r.try_get::<Option<String>, _>(c)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
         let _ = write!(
             body,
             "<tr><td><a href=\"/users/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&s("email")),
             esc(&s("name")),
-            if r.try_get::<bool, _>("has_cal").unwrap_or(false) { "yes" } else { "none" },
-            if r.try_get::<bool, _>("calendar_needs_sync").unwrap_or(false) { "yes" } else { "no" },
+            if r.try_get::<bool, _>("has_cal").unwrap_or(false) {
+                "yes"
+            } else {
+                "none"
+            },
+            if r.try_get::<bool, _>("calendar_needs_sync").unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
             ts(r.try_get("last_calendar_sync_at").ok().flatten()),
             badge(&s("calendar_sync_status")),
             esc(&short(&s("last_sync_error"), 100))
@@ -746,17 +1050,31 @@ pub(crate) async fn users(State(st): St, headers: HeaderMap, Query(p): Query<Par
     ctx.render("Users", p.get("flash"), &body)
 }
 
-pub(crate) async fn user(State(st): St, headers: HeaderMap, Path(id): Path<i64>, Query(p): Query<Params>) -> Response {
+pub(crate) async fn user(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(p): Query<Params>,
+) -> Response {
     let ctx = match view(&st, &headers) {
         Ok(c) => c,
         Err(r) => return r,
     };
     let u = match users::get(&st.pool, id).await {
         Ok(u) => u,
-        Err(DomainError::UnknownUser(_)) => return error_page(StatusCode::NOT_FOUND, "User not found", &format!("There is no user {id}.")),
+        Err(DomainError::UnknownUser(_)) => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                "User not found",
+                &format!("There is no user {id}."),
+            );
+        }
         Err(e) => return db_error(e),
     };
-    let f = JobFilter { user_id: Some(id), ..Default::default() };
+    let f = JobFilter {
+        user_id: Some(id),
+        ..Default::default()
+    };
     let jobs = match list_jobs(&st, &f, None, 20).await {
         Ok(j) => j,
         Err(e) => return db_error(e),
@@ -766,11 +1084,24 @@ pub(crate) async fn user(State(st): St, headers: HeaderMap, Path(id): Path<i64>,
         ("id", id.to_string()),
         ("e-mail", esc(&u.email)),
         ("name", esc(&u.name)),
-        ("course calendar", esc(u.google_course_calendar_id.as_deref().unwrap_or("none"))),
-        ("needs sync", if u.calendar_needs_sync { "yes".into() } else { "no".into() }),
+        (
+            "course calendar",
+            esc(u.google_course_calendar_id.as_deref().unwrap_or("none")),
+        ),
+        (
+            "needs sync",
+            if u.calendar_needs_sync {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        ),
         ("last sync", ts(u.last_calendar_sync_at)),
         ("status", badge(u.calendar_sync_status.as_str())),
-        ("last error", esc(u.last_sync_error.as_deref().unwrap_or("—"))),
+        (
+            "last error",
+            esc(u.last_sync_error.as_deref().unwrap_or("—")),
+        ),
         ("last error at", ts(u.last_sync_error_at)),
         ("change generation", u.calendar_sync_generation.to_string()),
     ] {
@@ -778,13 +1109,32 @@ pub(crate) async fn user(State(st): St, headers: HeaderMap, Path(id): Path<i64>,
     }
     body.push_str("</table>");
     if ctx.admin() {
-        let _ = write!(body, "<p>{}</p>", button(&format!("/users/{id}/sync"), "Sync now", &ctx.csrf, &[("back", format!("/users/{id}"))], false));
+        let _ = write!(
+            body,
+            "<p>{}</p>",
+            button(
+                &format!("/users/{id}/sync"),
+                "Sync now",
+                &ctx.csrf,
+                &[("back", format!("/users/{id}"))],
+                false
+            )
+        );
     }
-    let _ = write!(body, "<h2>Recent jobs</h2>{}<p><a href=\"/jobs?user_id={id}\">All jobs of this user</a></p>", jobs_table(&jobs));
+    let _ = write!(
+        body,
+        "<h2>Recent jobs</h2>{}<p><a href=\"/jobs?user_id={id}\">All jobs of this user</a></p>",
+        jobs_table(&jobs)
+    );
     ctx.render(&format!("User {id}"), p.get("flash"), &body)
 }
 
-pub(crate) async fn sync_user(State(st): St, headers: HeaderMap, Path(id): Path<i64>, Form(form): Form<Params>) -> Response {
+pub(crate) async fn sync_user(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<Params>,
+) -> Response {
     let s = match act(&st, &headers, &form) {
         Ok(s) => s,
         Err(r) => return r,
@@ -792,12 +1142,26 @@ pub(crate) async fn sync_user(State(st): St, headers: HeaderMap, Path(id): Path<
     let default = format!("/users/{id}");
     match queue::enqueue_sync(&st.pool, id, "dashboard").await {
         Ok(job) => {
-            let _ = queue::audit(&st.pool, &actor(&s), "sync_user", serde_json::json!({"user_id": id, "job_id": job})).await;
+            let _ = queue::audit(
+                &st.pool,
+                &actor(&s),
+                "sync_user",
+                serde_json::json!({"user_id": id, "job_id": job}),
+            )
+            .await;
             tracing::info!(user_id = id, job_id = %job, "dashboard: sync enqueued");
-            back(&form, &default, &format!("Sync of user {id} queued as job {job}"))
+            back(
+                &form,
+                &default,
+                &format!("Sync of user {id} queued as job {job}"),
+            )
         }
         Err(DomainError::UnknownUser(_)) => back(&form, "/users", &format!("Unknown user {id}")),
-        Err(DomainError::NoCalendar(_)) => back(&form, &default, &format!("User {id} has no course calendar; nothing to sync")),
+        Err(DomainError::NoCalendar(_)) => back(
+            &form,
+            &default,
+            &format!("User {id} has no course calendar; nothing to sync"),
+        ),
         Err(e) => db_error(e),
     }
 }
@@ -809,15 +1173,17 @@ pub(crate) async fn audit(State(st): St, headers: HeaderMap, Query(p): Query<Par
         Ok(c) => c,
         Err(r) => return r,
     };
-    let rows: Vec<(i64, DateTime<Utc>, String, String, serde_json::Value)> =
-        match sqlx::query_as("SELECT id, at, actor, action, detail FROM calsync.audit_log ORDER BY id DESC LIMIT 200")
-            .fetch_all(&st.pool)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return db_error(e),
-        };
-    let mut body = String::from("<table><tr><th>when</th><th>who</th><th>action</th><th>detail</th></tr>");
+    let rows: Vec<(i64, DateTime<Utc>, String, String, serde_json::Value)> = match sqlx::query_as(
+        "SELECT id, at, actor, action, detail FROM calsync.audit_log ORDER BY id DESC LIMIT 200",
+    )
+    .fetch_all(&st.pool)
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return db_error(e),
+    };
+    let mut body =
+        String::from("<table><tr><th>when</th><th>who</th><th>action</th><th>detail</th></tr>");
     if rows.is_empty() {
         body.push_str("<tr><td colspan=\"4\" class=\"muted\">Nothing yet.</td></tr>");
     }

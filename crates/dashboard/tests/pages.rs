@@ -23,13 +23,23 @@ struct Resp {
 async fn send(app: &Router, req: Request<Body>) -> Resp {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
-    let location = resp.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let location = resp
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     let cookie = resp
         .headers()
         .get(header::SET_COOKIE)
         .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
-    let body = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
-    Resp { status, location, cookie, body }
+    let body =
+        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    Resp {
+        status,
+        location,
+        cookie,
+        body,
+    }
 }
 
 async fn get(app: &Router, uri: &str, cookie: Option<&str>) -> Resp {
@@ -46,7 +56,8 @@ async fn post(app: &Router, uri: &str, cookie: Option<&str>, form: &[(&str, &str
         .map(|(k, v)| format!("{k}={}", urlencode(v)))
         .collect::<Vec<_>>()
         .join("&");
-    let mut req = Request::post(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    let mut req =
+        Request::post(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     if let Some(c) = cookie {
         req = req.header(header::COOKIE, c);
     }
@@ -55,7 +66,13 @@ async fn post(app: &Router, uri: &str, cookie: Option<&str>, form: &[(&str, &str
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -82,7 +99,8 @@ async fn login(app: &Router, token: &str) -> String {
 }
 
 fn csrf_of(body: &str) -> String {
-    let i = body.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
+    let i =
+        body.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
     body[i..].split('"').next().unwrap().to_string()
 }
 
@@ -96,7 +114,9 @@ async fn user(pool: &PgPool, email: &str, cal: Option<&str>) -> i64 {
 }
 
 async fn failed_job(pool: &PgPool, user_id: i64, err: &str) -> String {
-    let id = calsync_domain::queue::enqueue_sync(pool, user_id, "test").await.unwrap();
+    let id = calsync_domain::queue::enqueue_sync(pool, user_id, "test")
+        .await
+        .unwrap();
     sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts, last_result = jsonb_build_object('Err', $2::text) WHERE id = $1")
         .bind(&id)
         .bind(err)
@@ -107,23 +127,40 @@ async fn failed_job(pool: &PgPool, user_id: i64, err: &str) -> String {
 }
 
 async fn status_of(pool: &PgPool, id: &str) -> String {
-    sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1").bind(id).fetch_one(pool).await.unwrap()
+    sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[sqlx::test(migrations = false)]
 async fn closed_by_default(pool: PgPool) {
-    let err = router(pool.clone(), DashboardConfig::default()).unwrap_err().to_string();
+    let err = router(pool.clone(), DashboardConfig::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("CALSYNC_DASHBOARD_ADMIN_TOKEN"), "{err}");
-    let weak = DashboardConfig { admin_token: Some("short".into()), ..Default::default() };
+    let weak = DashboardConfig {
+        admin_token: Some("short".into()),
+        ..Default::default()
+    };
     assert!(router(pool.clone(), weak).is_err());
-    let dbg = format!("{:?}", DashboardConfig { admin_token: Some(ADMIN.into()), ..Default::default() });
+    let dbg = format!(
+        "{:?}",
+        DashboardConfig {
+            admin_token: Some(ADMIN.into()),
+            ..Default::default()
+        }
+    );
     assert!(!dbg.contains(ADMIN), "{dbg}");
 }
 
 #[sqlx::test(migrations = false)]
 async fn login_logout_and_unauthenticated_access(pool: PgPool) {
     let app = app(&pool, 50).await;
-    for page in ["/", "/jobs", "/runs", "/users", "/audit", "/jobs/x", "/users/1", "/runs/1"] {
+    for page in [
+        "/", "/jobs", "/runs", "/users", "/audit", "/jobs/x", "/users/1", "/runs/1",
+    ] {
         let r = get(&app, page, None).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{page}");
         assert_eq!(r.location, "/login");
@@ -134,9 +171,23 @@ async fn login_logout_and_unauthenticated_access(pool: PgPool) {
     let r = post(&app, "/login", None, &[("token", "wrong-token-xxxxxxxx")]).await;
     assert_eq!(r.location, "/login?error=1");
     assert!(r.cookie.is_none());
-    assert!(get(&app, "/login?error=1", None).await.body.contains("Invalid token"));
+    assert!(
+        get(&app, "/login?error=1", None)
+            .await
+            .body
+            .contains("Invalid token")
+    );
     // A forged cookie is ignored.
-    assert_eq!(get(&app, "/", Some("calsync_session=admin|9999999999|x|deadbeef")).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        get(
+            &app,
+            "/",
+            Some("calsync_session=admin|9999999999|x|deadbeef")
+        )
+        .await
+        .status,
+        StatusCode::SEE_OTHER
+    );
 
     let cookie = login(&app, ADMIN).await;
     let home = get(&app, "/", Some(&cookie)).await;
@@ -148,30 +199,65 @@ async fn login_logout_and_unauthenticated_access(pool: PgPool) {
     assert_eq!(out.cookie.as_deref(), Some("calsync_session="));
 
     // Scripts may use a bearer token instead of a session.
-    let r = send(&app, Request::get("/jobs").header(header::AUTHORIZATION, format!("Bearer {READONLY}")).body(Body::empty()).unwrap()).await;
+    let r = send(
+        &app,
+        Request::get("/jobs")
+            .header(header::AUTHORIZATION, format!("Bearer {READONLY}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(get(&app, "/healthz", None).await.status, StatusCode::OK);
-    assert_eq!(get(&app, "/nope", Some(&cookie)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/nope", Some(&cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[sqlx::test(migrations = false)]
 async fn retry_one_failed_job_with_csrf_and_audit(pool: PgPool) {
     let app = app(&pool, 50).await;
     let u = user(&pool, "a@uni.edu", Some("cal-a")).await;
-    let job = failed_job(&pool, u, "Google events.insert failed: HTTP 500 backendError").await;
+    let job = failed_job(
+        &pool,
+        u,
+        "Google events.insert failed: HTTP 500 backendError",
+    )
+    .await;
     let cookie = login(&app, ADMIN).await;
 
     let page = get(&app, "/jobs?state=failed", Some(&cookie)).await;
     assert!(page.body.contains(&job) && page.body.contains("backendError"));
     let detail = get(&app, &format!("/jobs/{job}"), Some(&cookie)).await;
     assert_eq!(detail.status, StatusCode::OK);
-    assert!(detail.body.contains("&quot;user_id&quot;") && detail.body.contains("HTTP 500 backendError"), "{}", detail.body);
+    assert!(
+        detail.body.contains("&quot;user_id&quot;")
+            && detail.body.contains("HTTP 500 backendError"),
+        "{}",
+        detail.body
+    );
     assert!(detail.body.contains("Retry now"));
     let csrf = csrf_of(&detail.body);
 
     // Without or with a wrong CSRF token nothing happens.
-    assert_eq!(post(&app, &format!("/jobs/{job}/retry"), Some(&cookie), &[]).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(post(&app, &format!("/jobs/{job}/retry"), Some(&cookie), &[("csrf", "forged")]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        post(&app, &format!("/jobs/{job}/retry"), Some(&cookie), &[])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(
+            &app,
+            &format!("/jobs/{job}/retry"),
+            Some(&cookie),
+            &[("csrf", "forged")]
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
     let cross = send(
         &app,
         Request::post(format!("/jobs/{job}/retry"))
@@ -186,21 +272,49 @@ async fn retry_one_failed_job_with_csrf_and_audit(pool: PgPool) {
     assert_eq!(cross.status, StatusCode::FORBIDDEN);
     assert_eq!(status_of(&pool, &job).await, "Failed");
 
-    let r = post(&app, &format!("/jobs/{job}/retry"), Some(&cookie), &[("csrf", &csrf), ("back", &format!("/jobs/{job}"))]).await;
+    let r = post(
+        &app,
+        &format!("/jobs/{job}/retry"),
+        Some(&cookie),
+        &[("csrf", &csrf), ("back", &format!("/jobs/{job}"))],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert!(r.location.starts_with(&format!("/jobs/{job}?flash=Retried%201%20job")), "{}", r.location);
+    assert!(
+        r.location
+            .starts_with(&format!("/jobs/{job}?flash=Retried%201%20job")),
+        "{}",
+        r.location
+    );
     assert_eq!(status_of(&pool, &job).await, "Pending");
     let flash = get(&app, &r.location, Some(&cookie)).await;
     assert!(flash.body.contains("Retried 1 job"));
-    let audit: i64 = sqlx::query_scalar("SELECT count(*) FROM calsync.audit_log WHERE action = 'retry_jobs'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let audit: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM calsync.audit_log WHERE action = 'retry_jobs'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(audit, 1);
-    assert!(get(&app, "/audit", Some(&cookie)).await.body.contains("retry_jobs"));
+    assert!(
+        get(&app, "/audit", Some(&cookie))
+            .await
+            .body
+            .contains("retry_jobs")
+    );
     // Open redirects are not followed.
-    let r = post(&app, &format!("/jobs/{job}/discard"), Some(&cookie), &[("csrf", &csrf), ("back", "//evil.example/")]).await;
-    assert!(r.location.starts_with(&format!("/jobs/{job}?flash=Discarded%201%20job")), "{}", r.location);
+    let r = post(
+        &app,
+        &format!("/jobs/{job}/discard"),
+        Some(&cookie),
+        &[("csrf", &csrf), ("back", "//evil.example/")],
+    )
+    .await;
+    assert!(
+        r.location
+            .starts_with(&format!("/jobs/{job}?flash=Discarded%201%20job")),
+        "{}",
+        r.location
+    );
     assert_eq!(status_of(&pool, &job).await, "Killed");
 }
 
@@ -210,14 +324,36 @@ async fn readonly_sees_everything_and_changes_nothing(pool: PgPool) {
     let u = user(&pool, "a@uni.edu", Some("cal-a")).await;
     let job = failed_job(&pool, u, "boom").await;
     let cookie = login(&app, READONLY).await;
-    for page in ["/", "/jobs", &format!("/jobs/{job}"), "/runs", "/users", &format!("/users/{u}"), "/audit"] {
+    for page in [
+        "/",
+        "/jobs",
+        &format!("/jobs/{job}"),
+        "/runs",
+        "/users",
+        &format!("/users/{u}"),
+        "/audit",
+    ] {
         let r = get(&app, page, Some(&cookie)).await;
         assert_eq!(r.status, StatusCode::OK, "{page}");
-        assert!(!r.body.contains("Retry now") && !r.body.contains("Sync now"), "{page} shows admin buttons");
+        assert!(
+            !r.body.contains("Retry now") && !r.body.contains("Sync now"),
+            "{page} shows admin buttons"
+        );
     }
     let csrf = csrf_of(&get(&app, "/", Some(&cookie)).await.body);
-    for action in [format!("/jobs/{job}/retry"), "/jobs/retry".to_string(), "/runs/now".into(), format!("/users/{u}/sync")] {
-        assert_eq!(post(&app, &action, Some(&cookie), &[("csrf", &csrf)]).await.status, StatusCode::FORBIDDEN, "{action}");
+    for action in [
+        format!("/jobs/{job}/retry"),
+        "/jobs/retry".to_string(),
+        "/runs/now".into(),
+        format!("/users/{u}/sync"),
+    ] {
+        assert_eq!(
+            post(&app, &action, Some(&cookie), &[("csrf", &csrf)])
+                .await
+                .status,
+            StatusCode::FORBIDDEN,
+            "{action}"
+        );
     }
     assert_eq!(status_of(&pool, &job).await, "Failed");
 }
@@ -230,18 +366,42 @@ async fn bulk_actions_follow_the_filter(pool: PgPool) {
     let c = user(&pool, "c@uni.edu", Some("cal-c")).await;
     let ja = failed_job(&pool, a, "x").await;
     let jb = failed_job(&pool, b, "y").await;
-    let jc = calsync_domain::queue::enqueue_sync(&pool, c, "t").await.unwrap();
+    let jc = calsync_domain::queue::enqueue_sync(&pool, c, "t")
+        .await
+        .unwrap();
     let cookie = login(&app, ADMIN).await;
     let csrf = csrf_of(&get(&app, "/jobs", Some(&cookie)).await.body);
     let a_s = a.to_string();
-    let r = post(&app, "/jobs/retry", Some(&cookie), &[("csrf", &csrf), ("state", "failed"), ("user_id", &a_s)]).await;
+    let r = post(
+        &app,
+        "/jobs/retry",
+        Some(&cookie),
+        &[("csrf", &csrf), ("state", "failed"), ("user_id", &a_s)],
+    )
+    .await;
     assert!(r.location.contains("Retried%201%20job"), "{}", r.location);
     assert_eq!(status_of(&pool, &ja).await, "Pending");
     assert_eq!(status_of(&pool, &jb).await, "Failed");
-    let r = post(&app, "/jobs/discard", Some(&cookie), &[("csrf", &csrf), ("state", "pending")]).await;
-    assert!(r.location.contains("Discarded%202%20jobs"), "{}", r.location);
+    let r = post(
+        &app,
+        "/jobs/discard",
+        Some(&cookie),
+        &[("csrf", &csrf), ("state", "pending")],
+    )
+    .await;
+    assert!(
+        r.location.contains("Discarded%202%20jobs"),
+        "{}",
+        r.location
+    );
     assert_eq!(status_of(&pool, &jc).await, "Killed");
-    let bad = post(&app, "/jobs/retry", Some(&cookie), &[("csrf", &csrf), ("state", "bogus")]).await;
+    let bad = post(
+        &app,
+        "/jobs/retry",
+        Some(&cookie),
+        &[("csrf", &csrf), ("state", "bogus")],
+    )
+    .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
@@ -251,7 +411,11 @@ async fn job_list_filters_and_keyset_pagination(pool: PgPool) {
     let mut ids = Vec::new();
     for i in 0..7 {
         let u = user(&pool, &format!("u{i}@uni.edu"), Some("cal")).await;
-        ids.push(calsync_domain::queue::enqueue_sync(&pool, u, "t").await.unwrap());
+        ids.push(
+            calsync_domain::queue::enqueue_sync(&pool, u, "t")
+                .await
+                .unwrap(),
+        );
     }
     ids.sort();
     ids.reverse(); // newest first
@@ -261,7 +425,11 @@ async fn job_list_filters_and_keyset_pagination(pool: PgPool) {
     for _ in 0..5 {
         let page = get(&app, &url, Some(&cookie)).await;
         assert_eq!(page.status, StatusCode::OK);
-        let mut on_page: Vec<String> = ids.iter().filter(|id| page.body.contains(&format!("/jobs/{id}\""))).cloned().collect();
+        let mut on_page: Vec<String> = ids
+            .iter()
+            .filter(|id| page.body.contains(&format!("/jobs/{id}\"")))
+            .cloned()
+            .collect();
         on_page.sort();
         on_page.reverse();
         assert!(on_page.len() <= 3);
@@ -278,8 +446,14 @@ async fn job_list_filters_and_keyset_pagination(pool: PgPool) {
     assert_eq!(seen, ids, "pages continue exactly where the previous ended");
     let one = get(&app, &format!("/jobs?user_id={}", 1), Some(&cookie)).await;
     assert!(one.body.matches("<code>").count() == 1, "{}", one.body);
-    assert_eq!(get(&app, "/jobs?user_id=abc", Some(&cookie)).await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(get(&app, "/jobs/01NOTAJOB", Some(&cookie)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/jobs?user_id=abc", Some(&cookie)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(&app, "/jobs/01NOTAJOB", Some(&cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -290,11 +464,20 @@ async fn run_now_and_run_pages(pool: PgPool) {
     user(&pool, "nocal@uni.edu", None).await;
     let cookie = login(&app, ADMIN).await;
     let csrf = csrf_of(&get(&app, "/runs", Some(&cookie)).await.body);
-    let r = post(&app, "/runs/now", Some(&cookie), &[("csrf", &csrf), ("back", "/runs")]).await;
+    let r = post(
+        &app,
+        "/runs/now",
+        Some(&cookie),
+        &[("csrf", &csrf), ("back", "/runs")],
+    )
+    .await;
     assert!(r.location.contains("2%20users%20due"), "{}", r.location);
     let runs = get(&app, "/runs", Some(&cookie)).await;
     assert!(runs.body.contains("#1") && runs.body.contains("manual"));
-    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs").fetch_one(&pool).await.unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(jobs, 2);
     // One fails for good: the run page lists it.
     sqlx::query("UPDATE apalis.jobs SET status = 'Killed', last_result = '{\"Err\":\"calendar gone\"}' WHERE id = (SELECT min(id) FROM apalis.jobs)")
@@ -304,8 +487,16 @@ async fn run_now_and_run_pages(pool: PgPool) {
     let run = get(&app, "/runs/1", Some(&cookie)).await;
     assert_eq!(run.status, StatusCode::OK);
     assert!(run.body.contains("calendar gone"), "{}", run.body);
-    assert_eq!(get(&app, "/runs/999", Some(&cookie)).await.status, StatusCode::NOT_FOUND);
-    assert!(get(&app, "/", Some(&cookie)).await.body.contains("sync-calendar"));
+    assert_eq!(
+        get(&app, "/runs/999", Some(&cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        get(&app, "/", Some(&cookie))
+            .await
+            .body
+            .contains("sync-calendar")
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -325,19 +516,53 @@ async fn users_search_detail_and_sync_now(pool: PgPool) {
     assert!(r.body.contains("bob@uni.edu") && !r.body.contains("alice@uni.edu"));
     let r = get(&app, "/users?status=needs_reauth", Some(&cookie)).await;
     assert!(r.body.contains("alice@uni.edu") && r.body.contains("invalid_grant"));
-    assert_eq!(get(&app, "/users?status=weird", Some(&cookie)).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        get(&app, "/users?status=weird", Some(&cookie)).await.status,
+        StatusCode::BAD_REQUEST
+    );
     let detail = get(&app, &format!("/users/{a}"), Some(&cookie)).await;
     assert!(detail.body.contains("needs_reauth") && detail.body.contains("Sync now"));
     let csrf = csrf_of(&detail.body);
-    let r1 = post(&app, &format!("/users/{a}/sync"), Some(&cookie), &[("csrf", &csrf)]).await;
+    let r1 = post(
+        &app,
+        &format!("/users/{a}/sync"),
+        Some(&cookie),
+        &[("csrf", &csrf)],
+    )
+    .await;
     assert!(r1.location.contains("queued%20as%20job"), "{}", r1.location);
-    let r2 = post(&app, &format!("/users/{a}/sync"), Some(&cookie), &[("csrf", &csrf)]).await;
+    let r2 = post(
+        &app,
+        &format!("/users/{a}/sync"),
+        Some(&cookie),
+        &[("csrf", &csrf)],
+    )
+    .await;
     assert_eq!(r1.location, r2.location, "the same active job both times");
-    let r = post(&app, &format!("/users/{nocal}/sync"), Some(&cookie), &[("csrf", &csrf)]).await;
-    assert!(r.location.contains("no%20course%20calendar"), "{}", r.location);
-    let r = post(&app, "/users/424242/sync", Some(&cookie), &[("csrf", &csrf)]).await;
+    let r = post(
+        &app,
+        &format!("/users/{nocal}/sync"),
+        Some(&cookie),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert!(
+        r.location.contains("no%20course%20calendar"),
+        "{}",
+        r.location
+    );
+    let r = post(
+        &app,
+        "/users/424242/sync",
+        Some(&cookie),
+        &[("csrf", &csrf)],
+    )
+    .await;
     assert!(r.location.contains("Unknown%20user"), "{}", r.location);
-    assert_eq!(get(&app, "/users/424242", Some(&cookie)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/users/424242", Some(&cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -351,12 +576,23 @@ async fn no_secret_is_ever_rendered_and_output_is_escaped(pool: PgPool) {
         .unwrap();
     let job = failed_job(&pool, u, "<img src=x onerror=alert(2)>").await;
     let cookie = login(&app, ADMIN).await;
-    for page in ["/".to_string(), "/jobs".into(), format!("/jobs/{job}"), "/runs".into(), "/users".into(), format!("/users/{u}"), "/audit".into()] {
+    for page in [
+        "/".to_string(),
+        "/jobs".into(),
+        format!("/jobs/{job}"),
+        "/runs".into(),
+        "/users".into(),
+        format!("/users/{u}"),
+        "/audit".into(),
+    ] {
         let r = get(&app, &page, Some(&cookie)).await;
         assert_eq!(r.status, StatusCode::OK, "{page}");
         for secret in ["SECRET-REFRESH-123", "SECRET-ACCESS-456", ADMIN, READONLY] {
             assert!(!r.body.contains(secret), "{page} renders a secret");
         }
-        assert!(!r.body.contains("<script>alert") && !r.body.contains("<img src=x"), "{page} is not escaped");
+        assert!(
+            !r.body.contains("<script>alert") && !r.body.contains("<img src=x"),
+            "{page} is not escaped"
+        );
     }
 }

@@ -38,11 +38,12 @@ async fn enqueue_is_idempotent_and_validates_users(pool: PgPool) {
     let b = queue::enqueue_sync(&pool, u.alice, "again").await.unwrap();
     assert_eq!(a, b, "a second enqueue returns the active job");
     assert_eq!(a.len(), 26, "apalis job ids are ULIDs");
-    let payload: serde_json::Value = sqlx::query_scalar("SELECT calsync.job_payload(job) FROM apalis.jobs WHERE id = $1")
-        .bind(&a)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let payload: serde_json::Value =
+        sqlx::query_scalar("SELECT calsync.job_payload(job) FROM apalis.jobs WHERE id = $1")
+            .bind(&a)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let job = SyncUserJob::from_payload(&payload).unwrap();
     assert_eq!(job.user_id, u.alice);
     assert_eq!(job.reason, "test");
@@ -51,12 +52,30 @@ async fn enqueue_is_idempotent_and_validates_users(pool: PgPool) {
         queue::enqueue_sync(&pool, 987_654, "x").await,
         Err(DomainError::UnknownUser(987_654))
     ));
-    exec(&pool, &format!("UPDATE users SET google_course_calendar_id = NULL WHERE id = {}", u.carol)).await;
-    assert!(matches!(queue::enqueue_sync(&pool, u.carol, "x").await, Err(DomainError::NoCalendar(_))));
-    assert_eq!(active_jobs(&pool).await, 1, "failed enqueues insert nothing");
+    exec(
+        &pool,
+        &format!(
+            "UPDATE users SET google_course_calendar_id = NULL WHERE id = {}",
+            u.carol
+        ),
+    )
+    .await;
+    assert!(matches!(
+        queue::enqueue_sync(&pool, u.carol, "x").await,
+        Err(DomainError::NoCalendar(_))
+    ));
+    assert_eq!(
+        active_jobs(&pool).await,
+        1,
+        "failed enqueues insert nothing"
+    );
 
     // Once the job is done the user can be enqueued again.
-    exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Done' WHERE id = '{a}'")).await;
+    exec(
+        &pool,
+        &format!("UPDATE apalis.jobs SET status = 'Done' WHERE id = '{a}'"),
+    )
+    .await;
     let c = queue::enqueue_sync(&pool, u.alice, "later").await.unwrap();
     assert_ne!(a, c);
 }
@@ -71,7 +90,11 @@ async fn malformed_payloads_are_rejected_at_insert_or_fail_validation(pool: PgPo
     .execute(&pool)
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("malformed sync-calendar job payload"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("malformed sync-calendar job payload"),
+        "{err}"
+    );
     // Valid JSON of the wrong shape gets in, and the handler's validation names the problem.
     for (json, needle) in [
         (serde_json::json!({"user_id": "abc"}), "invalid type"),
@@ -80,7 +103,10 @@ async fn malformed_payloads_are_rejected_at_insert_or_fail_validation(pool: PgPo
     ] {
         let e = SyncUserJob::from_payload(&json).unwrap_err();
         assert!(e.to_string().contains(needle), "{e}");
-        assert!(e.to_string().contains("malformed SyncUserJob payload"), "{e}");
+        assert!(
+            e.to_string().contains("malformed SyncUserJob payload"),
+            "{e}"
+        );
     }
 }
 
@@ -88,20 +114,42 @@ async fn malformed_payloads_are_rejected_at_insert_or_fail_validation(pool: PgPo
 async fn nightly_pass_runs_once_per_tick_and_never_duplicates_active_jobs(pool: PgPool) {
     let u = seed(&pool).await;
     // alice flagged, bob never synced, carol synced; dave flagged without a calendar.
-    exec(&pool, &format!("UPDATE users SET calendar_needs_sync = true WHERE id = {}", u.alice)).await;
-    exec(&pool, &format!("UPDATE users SET last_calendar_sync_at = NULL WHERE id = {}", u.bob)).await;
+    exec(
+        &pool,
+        &format!(
+            "UPDATE users SET calendar_needs_sync = true WHERE id = {}",
+            u.alice
+        ),
+    )
+    .await;
+    exec(
+        &pool,
+        &format!(
+            "UPDATE users SET last_calendar_sync_at = NULL WHERE id = {}",
+            u.bob
+        ),
+    )
+    .await;
     exec(&pool, "INSERT INTO users (email, name, calendar_needs_sync) VALUES ('dave@uni.edu', 'Dave', true)").await;
     // bob already has a job queued by another service.
     let bobs = queue::enqueue_sync(&pool, u.bob, "api").await.unwrap();
 
     let tick = Utc.with_ymd_and_hms(2026, 11, 25, 8, 30, 0).unwrap();
-    let run = queue::run_nightly_pass(&pool, tick, RunTrigger::Cron, "replica-1").await.unwrap().unwrap();
+    let run = queue::run_nightly_pass(&pool, tick, RunTrigger::Cron, "replica-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(run.users_due, 2);
     assert_eq!(run.enqueued, 1);
     assert_eq!(run.already_queued, 1);
     // Every other replica firing for the same tick does nothing.
     for replica in ["replica-2", "replica-3"] {
-        assert!(queue::run_nightly_pass(&pool, tick, RunTrigger::Cron, replica).await.unwrap().is_none());
+        assert!(
+            queue::run_nightly_pass(&pool, tick, RunTrigger::Cron, replica)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
     assert_eq!(active_jobs(&pool).await, 2);
     let users: Vec<String> = sqlx::query_scalar(
@@ -122,7 +170,11 @@ async fn nightly_pass_runs_once_per_tick_and_never_duplicates_active_jobs(pool: 
     .fetch_one(&pool)
     .await
     .unwrap();
-    exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Done', attempts = 1 WHERE id = '{alice_job}'")).await;
+    exec(
+        &pool,
+        &format!("UPDATE apalis.jobs SET status = 'Done', attempts = 1 WHERE id = '{alice_job}'"),
+    )
+    .await;
     let run = queue::nightly_run(&pool, run.id).await.unwrap().unwrap();
     assert_eq!((run.succeeded, run.failed), (1, 0));
     assert!(run.finished_at.is_some());
@@ -147,30 +199,58 @@ async fn failed_attempts_back_off_exponentially_and_release_the_user_at_the_end(
         .await;
         let (status, _, _, key, delay) = job_row(&pool, &id).await;
         assert_eq!(status, "Failed");
-        assert_eq!(key.as_deref(), Some(format!("sync-user:{}", u.alice).as_str()), "still the active job");
+        assert_eq!(
+            key.as_deref(),
+            Some(format!("sync-user:{}", u.alice).as_str()),
+            "still the active job"
+        );
         let base = 30.0 * 2f64.powi(attempt - 1);
-        assert!(delay >= base * 0.5 - 1.0 && delay <= base + 1.0, "attempt {attempt}: delay {delay} vs base {base}");
+        assert!(
+            delay >= base * 0.5 - 1.0 && delay <= base + 1.0,
+            "attempt {attempt}: delay {delay} vs base {base}"
+        );
         if attempt > 1 {
             assert!(delay > last_delay * 0.9 || delay >= base * 0.5 - 1.0);
         }
         last_delay = delay;
     }
     // The last attempt fails: the job is final and the user's slot is released.
-    exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Running' WHERE id = '{id}'")).await;
-    exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts WHERE id = '{id}'")).await;
+    exec(
+        &pool,
+        &format!("UPDATE apalis.jobs SET status = 'Running' WHERE id = '{id}'"),
+    )
+    .await;
+    exec(
+        &pool,
+        &format!(
+            "UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts WHERE id = '{id}'"
+        ),
+    )
+    .await;
     let (_, _, _, key, _) = job_row(&pool, &id).await;
     assert_eq!(key, None);
-    assert_ne!(queue::enqueue_sync(&pool, u.alice, "again").await.unwrap(), id);
+    assert_ne!(
+        queue::enqueue_sync(&pool, u.alice, "again").await.unwrap(),
+        id
+    );
 }
 
 #[sqlx::test(migrations = false)]
 async fn a_job_that_keeps_killing_its_worker_is_given_up(pool: PgPool) {
     let u = seed(&pool).await;
     let id = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
-    exec(&pool, &format!("UPDATE apalis.jobs SET max_attempts = 3 WHERE id = '{id}'")).await;
+    exec(
+        &pool,
+        &format!("UPDATE apalis.jobs SET max_attempts = 3 WHERE id = '{id}'"),
+    )
+    .await;
     for _ in 0..3 {
         // A worker fetched it and died; apalis' orphan rescue puts it back with attempts + 1.
-        exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Running' WHERE id = '{id}'")).await;
+        exec(
+            &pool,
+            &format!("UPDATE apalis.jobs SET status = 'Running' WHERE id = '{id}'"),
+        )
+        .await;
         exec(
             &pool,
             &format!("UPDATE apalis.jobs SET status = 'Pending', attempts = attempts + 1, last_result = '{{\"Err\": \"Re-enqueued due to worker heartbeat timeout.\"}}' WHERE id = '{id}'"),
@@ -180,11 +260,12 @@ async fn a_job_that_keeps_killing_its_worker_is_given_up(pool: PgPool) {
     let (status, attempts, _, key, _) = job_row(&pool, &id).await;
     assert_eq!((status.as_str(), attempts), ("Killed", 3));
     assert_eq!(key, None);
-    let err: String = sqlx::query_scalar("SELECT last_result ->> 'Err' FROM apalis.jobs WHERE id = $1")
-        .bind(&id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let err: String =
+        sqlx::query_scalar("SELECT last_result ->> 'Err' FROM apalis.jobs WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(err.contains("gave up after 3 attempts"), "{err}");
 }
 
@@ -192,15 +273,31 @@ async fn a_job_that_keeps_killing_its_worker_is_given_up(pool: PgPool) {
 async fn retry_and_discard_respect_one_active_job_per_user(pool: PgPool) {
     let u = seed(&pool).await;
     let a1 = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
-    exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Killed' WHERE id = '{a1}'")).await;
+    exec(
+        &pool,
+        &format!("UPDATE apalis.jobs SET status = 'Killed' WHERE id = '{a1}'"),
+    )
+    .await;
     let a2 = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
-    exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts WHERE id = '{a2}'")).await;
+    exec(
+        &pool,
+        &format!(
+            "UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts WHERE id = '{a2}'"
+        ),
+    )
+    .await;
     let b1 = queue::enqueue_sync(&pool, u.bob, "t").await.unwrap();
-    exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Killed' WHERE id = '{b1}'")).await;
+    exec(
+        &pool,
+        &format!("UPDATE apalis.jobs SET status = 'Killed' WHERE id = '{b1}'"),
+    )
+    .await;
     let c1 = queue::enqueue_sync(&pool, u.carol, "t").await.unwrap(); // still pending
 
     // Retry everything failed or killed: alice's two jobs collapse to one, bob's is retried.
-    let out = queue::retry_jobs(&pool, &JobFilter::default(), "tester").await.unwrap();
+    let out = queue::retry_jobs(&pool, &JobFilter::default(), "tester")
+        .await
+        .unwrap();
     assert_eq!(out.changed.len(), 2, "{out:?}");
     assert_eq!(out.skipped, 1);
     assert!(out.changed.contains(&b1));
@@ -210,21 +307,39 @@ async fn retry_and_discard_respect_one_active_job_per_user(pool: PgPool) {
     assert!(delay <= 0.5);
 
     // Filtered retry: nothing failed for carol.
-    let f = JobFilter { user_id: Some(u.carol), state: Some(JobState::Failed), ..Default::default() };
-    assert!(queue::retry_jobs(&pool, &f, "tester").await.unwrap().changed.is_empty());
+    let f = JobFilter {
+        user_id: Some(u.carol),
+        state: Some(JobState::Failed),
+        ..Default::default()
+    };
+    assert!(
+        queue::retry_jobs(&pool, &f, "tester")
+            .await
+            .unwrap()
+            .changed
+            .is_empty()
+    );
 
     // Discard carol's pending job: it is killed and her slot is free again.
-    let f = JobFilter { user_id: Some(u.carol), ..Default::default() };
+    let f = JobFilter {
+        user_id: Some(u.carol),
+        ..Default::default()
+    };
     let out = queue::discard_jobs(&pool, &f, "tester").await.unwrap();
     assert_eq!(out.changed, vec![c1.clone()]);
     assert_eq!(job_row(&pool, &c1).await.0, "Killed");
     assert_ne!(queue::enqueue_sync(&pool, u.carol, "t").await.unwrap(), c1);
 
-    let audits: i64 = sqlx::query_scalar("SELECT count(*) FROM calsync.audit_log WHERE actor = 'tester'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let audits: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM calsync.audit_log WHERE actor = 'tester'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(audits, 3);
     let counts = queue::job_counts(&pool).await.unwrap();
-    assert!(counts.iter().any(|(q, s, n)| q == "sync-calendar" && *s == JobState::Killed && *n >= 2));
+    assert!(
+        counts
+            .iter()
+            .any(|(q, s, n)| q == "sync-calendar" && *s == JobState::Killed && *n >= 2)
+    );
 }

@@ -42,7 +42,11 @@ impl Row {
             subject,
             baseline,
             unit,
-            ratio: if baseline > 0.0 { subject / baseline } else { f64::NAN },
+            ratio: if baseline > 0.0 {
+                subject / baseline
+            } else {
+                f64::NAN
+            },
             note,
         }
     }
@@ -50,10 +54,14 @@ impl Row {
 
 /// Run the benchmarks on a scratch database next to `url`'s.
 pub async fn run(url: Option<&str>, args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let url = url.filter(|u| !u.is_empty()).ok_or(crate::SetupError::NoDatabaseUrl)?;
+    let url = url
+        .filter(|u| !u.is_empty())
+        .ok_or(crate::SetupError::NoDatabaseUrl)?;
     let admin = PgPoolOptions::new().max_connections(1).connect(url).await?;
     let db = format!("calsync_bench_{:08x}", rand::random::<u32>());
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await?;
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&admin)
+        .await?;
     let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(40)
@@ -61,20 +69,29 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> anyhow::Result<ExitCode>
         .await?;
     let res = run_all(&pool, &args).await;
     pool.close().await;
-    let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
-        .execute(&admin)
-        .await;
+    let _ = sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
     let rows = res?;
     println!();
-    println!("{:<52} {:>12} {:>12} {:>8}  unit", "benchmark", "calsync", "baseline", "ratio");
+    println!(
+        "{:<52} {:>12} {:>12} {:>8}  unit",
+        "benchmark", "calsync", "baseline", "ratio"
+    );
     for r in &rows {
-        println!("{:<52} {:>12.3} {:>12.3} {:>8.2}  {}", r.name, r.subject, r.baseline, r.ratio, r.unit);
+        println!(
+            "{:<52} {:>12.3} {:>12.3} {:>8.2}  {}",
+            r.name, r.subject, r.baseline, r.ratio, r.unit
+        );
         if !r.note.is_empty() {
             println!("    {}", r.note);
         }
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -119,14 +136,19 @@ async fn queue_throughput(pool: &PgPool, n: i64) -> anyhow::Result<Row> {
         .with_pubsub()
         .poll_with_interval(Duration::from_millis(100));
     let ctx = WorkerContext::new("bench-noop-worker");
-    let worker = WorkerBuilder::new(&ctx).backend(backend).concurrency(concurrency).build(noop);
+    let worker = WorkerBuilder::new(&ctx)
+        .backend(backend)
+        .concurrency(concurrency)
+        .build(noop);
     let start = Instant::now();
     let handle = tokio::spawn(worker.run());
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'")
-            .bind(QUEUE)
-            .fetch_one(pool)
-            .await?;
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'",
+        )
+        .bind(QUEUE)
+        .fetch_one(pool)
+        .await?;
         if done >= n {
             break;
         }
@@ -137,10 +159,14 @@ async fn queue_throughput(pool: &PgPool, n: i64) -> anyhow::Result<Row> {
     let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
 
     // Baseline: the textbook Postgres queue, 4 loops claiming batches with SKIP LOCKED.
-    sqlx::query("CREATE TABLE bench_floor (id bigserial PRIMARY KEY, status text NOT NULL, payload jsonb)")
+    sqlx::query(
+        "CREATE TABLE bench_floor (id bigserial PRIMARY KEY, status text NOT NULL, payload jsonb)",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("CREATE INDEX ON bench_floor (id) WHERE status = 'Pending'")
         .execute(pool)
         .await?;
-    sqlx::query("CREATE INDEX ON bench_floor (id) WHERE status = 'Pending'").execute(pool).await?;
     sqlx::query("INSERT INTO bench_floor (status, payload) SELECT 'Pending', jsonb_build_object('n', g) FROM generate_series(1, $1) g")
         .bind(n)
         .execute(pool)
@@ -191,13 +217,16 @@ async fn fan_out(pool: &PgPool, n: i64) -> anyhow::Result<Row> {
     .await?;
     sqlx::query("VACUUM ANALYZE users").execute(pool).await?;
     let start = Instant::now();
-    let run = calsync_domain::queue::run_nightly_pass(pool, Utc::now(), RunTrigger::Manual, "bench")
-        .await?
-        .context("run exists")?;
+    let run =
+        calsync_domain::queue::run_nightly_pass(pool, Utc::now(), RunTrigger::Manual, "bench")
+            .await?
+            .context("run exists")?;
     let pass = start.elapsed().as_secs_f64();
     anyhow::ensure!(run.enqueued as i64 == n, "enqueued {} of {n}", run.enqueued);
 
-    sqlx::query("CREATE TABLE bench_jobs (LIKE apalis.jobs INCLUDING DEFAULTS)").execute(pool).await?;
+    sqlx::query("CREATE TABLE bench_jobs (LIKE apalis.jobs INCLUDING DEFAULTS)")
+        .execute(pool)
+        .await?;
     let start = Instant::now();
     sqlx::query(
         "INSERT INTO bench_jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority) \
@@ -208,7 +237,9 @@ async fn fan_out(pool: &PgPool, n: i64) -> anyhow::Result<Row> {
     .execute(pool)
     .await?;
     let bare = start.elapsed().as_secs_f64();
-    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'sync-calendar'").execute(pool).await?;
+    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'sync-calendar'")
+        .execute(pool)
+        .await?;
     sqlx::query("DELETE FROM users").execute(pool).await?;
     Ok(Row::new(
         &format!("nightly fan-out of {n} due users (seconds)"),
@@ -246,11 +277,15 @@ async fn trigger_overhead(pool: &PgPool, n: i64) -> anyhow::Result<Vec<Row>> {
     for (i, tracked) in [true, false].into_iter().enumerate() {
         for (table, trigger) in TRIGGERS {
             let verb = if tracked { "ENABLE" } else { "DISABLE" };
-            sqlx::query(AssertSqlSafe(format!("ALTER TABLE {table} {verb} TRIGGER {trigger}")))
-                .execute(pool)
-                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "ALTER TABLE {table} {verb} TRIGGER {trigger}"
+            )))
+            .execute(pool)
+            .await?;
         }
-        sqlx::query("TRUNCATE courses, meeting_times, enrollments RESTART IDENTITY").execute(pool).await?;
+        sqlx::query("TRUNCATE courses, meeting_times, enrollments RESTART IDENTITY")
+            .execute(pool)
+            .await?;
         let start = Instant::now();
         let mut tx = pool.begin().await?;
         sqlx::query(
@@ -277,21 +312,31 @@ async fn trigger_overhead(pool: &PgPool, n: i64) -> anyhow::Result<Vec<Row>> {
         tx.commit().await?;
         import[i] = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        sqlx::query("UPDATE courses SET title = title || ' (rev)'").execute(pool).await?;
+        sqlx::query("UPDATE courses SET title = title || ' (rev)'")
+            .execute(pool)
+            .await?;
         update[i] = start.elapsed().as_secs_f64();
     }
-    sqlx::query("TRUNCATE courses, meeting_times, enrollments RESTART IDENTITY").execute(pool).await?;
+    sqlx::query("TRUNCATE courses, meeting_times, enrollments RESTART IDENTITY")
+        .execute(pool)
+        .await?;
     sqlx::query("DELETE FROM users").execute(pool).await?;
     Ok(vec![
         Row::new(
-            &format!("bulk import {n} courses + meeting times + {} enrollments (s)", students * 4),
+            &format!(
+                "bulk import {n} courses + meeting times + {} enrollments (s)",
+                students * 4
+            ),
             import[0],
             import[1],
             "s",
             "with change tracking vs. the same import with calsync's triggers disabled".into(),
         ),
         Row::new(
-            &format!("bulk UPDATE of {n} course titles, {} students flagged (s)", students),
+            &format!(
+                "bulk UPDATE of {n} course titles, {} students flagged (s)",
+                students
+            ),
             update[0],
             update[1],
             "s",
@@ -337,9 +382,10 @@ async fn sync_throughput(pool: &PgPool, users: i64) -> anyhow::Result<Vec<Row>> 
     )
     .execute(pool)
     .await?;
-    let ids: Vec<(i64, String)> = sqlx::query_as("SELECT id, google_course_calendar_id FROM users ORDER BY id")
-        .fetch_all(pool)
-        .await?;
+    let ids: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, google_course_calendar_id FROM users ORDER BY id")
+            .fetch_all(pool)
+            .await?;
     for (id, cal) in &ids {
         fake.create_calendar_with_id(cal, "bench");
         fake.add_refresh_token(&format!("bench-rt-{id}"));
@@ -355,7 +401,11 @@ async fn sync_throughput(pool: &PgPool, users: i64) -> anyhow::Result<Vec<Row>> 
         request_timeout: Duration::from_secs(30),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = Arc::new(crate::sync::SyncEngine::new(pool.clone(), google, chrono_tz::America::New_York));
+    let engine = Arc::new(crate::sync::SyncEngine::new(
+        pool.clone(),
+        google,
+        chrono_tz::America::New_York,
+    ));
     let user_ids: Vec<i64> = ids.iter().map(|(id, _)| *id).collect();
 
     let mut results = Vec::new();
@@ -363,12 +413,18 @@ async fn sync_throughput(pool: &PgPool, users: i64) -> anyhow::Result<Vec<Row>> 
         fake.reset_calls();
         let start = Instant::now();
         let mut set = tokio::task::JoinSet::new();
-        let chunks: Vec<Vec<i64>> = user_ids.chunks(user_ids.len().div_ceil(16)).map(|c| c.to_vec()).collect();
+        let chunks: Vec<Vec<i64>> = user_ids
+            .chunks(user_ids.len().div_ceil(16))
+            .map(|c| c.to_vec())
+            .collect();
         for chunk in chunks {
             let engine = engine.clone();
             set.spawn(async move {
                 for id in chunk {
-                    engine.sync_user(id).await.map_err(|e| anyhow::anyhow!("user {id}: {e}"))?;
+                    engine
+                        .sync_user(id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("user {id}: {e}"))?;
                 }
                 Ok::<(), anyhow::Error>(())
             });
@@ -388,7 +444,10 @@ async fn sync_throughput(pool: &PgPool, users: i64) -> anyhow::Result<Vec<Row>> 
             unchanged_rate,
             changed_rate,
             "users/s",
-            format!("{} ms injected latency per Google call; each user has 8 weekly events", latency.as_millis()),
+            format!(
+                "{} ms injected latency per Google call; each user has 8 weekly events",
+                latency.as_millis()
+            ),
         ),
         Row::new(
             "Google calls per user, unchanged vs changed",

@@ -35,7 +35,7 @@ pub enum Command {
     /// Apply database migrations (apalis queue schema, then calsync's).
     Migrate,
     /// Run a queue worker: SyncUserJobs, the nightly cron, and the HTTP API.
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Run the nightly fan-out pass (enqueue one SyncUserJob per due user).
     Nightly(NightlyArgs),
     /// Enqueue a sync of one user.
@@ -59,19 +59,37 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct GoogleArgs {
     /// Calendar API base URL (with trailing slash).
-    #[arg(long, env = "CALSYNC_GOOGLE_API_BASE_URL", default_value = "https://www.googleapis.com/calendar/v3/")]
+    #[arg(
+        long,
+        env = "CALSYNC_GOOGLE_API_BASE_URL",
+        default_value = "https://www.googleapis.com/calendar/v3/"
+    )]
     pub google_api_base_url: String,
     /// Google API root URL (with trailing slash).
-    #[arg(long, env = "CALSYNC_GOOGLE_API_ROOT_URL", default_value = "https://www.googleapis.com/")]
+    #[arg(
+        long,
+        env = "CALSYNC_GOOGLE_API_ROOT_URL",
+        default_value = "https://www.googleapis.com/"
+    )]
     pub google_api_root_url: String,
     /// OAuth token endpoint.
-    #[arg(long, env = "CALSYNC_GOOGLE_TOKEN_URL", default_value = "https://oauth2.googleapis.com/token")]
+    #[arg(
+        long,
+        env = "CALSYNC_GOOGLE_TOKEN_URL",
+        default_value = "https://oauth2.googleapis.com/token"
+    )]
     pub google_token_url: String,
     /// OAuth client id.
     #[arg(long, env = "CALSYNC_GOOGLE_CLIENT_ID", default_value = "")]
     pub google_client_id: String,
     /// OAuth client secret.
-    #[arg(long, env = "CALSYNC_GOOGLE_CLIENT_SECRET", default_value = "", hide_env_values = true, hide_default_value = true)]
+    #[arg(
+        long,
+        env = "CALSYNC_GOOGLE_CLIENT_SECRET",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
     pub google_client_secret: String,
     /// Google API requests per second per user (Google allows about 10).
     #[arg(long, env = "CALSYNC_GOOGLE_PER_USER_RPS", default_value_t = 8.0)]
@@ -83,7 +101,11 @@ pub struct GoogleArgs {
     #[arg(long, env = "CALSYNC_GOOGLE_TIMEOUT_SECS", default_value_t = 30)]
     pub google_timeout_secs: u64,
     /// The school's time zone: class times are wall-clock times in it.
-    #[arg(long, env = "CALSYNC_SCHOOL_TIME_ZONE", default_value = "America/New_York")]
+    #[arg(
+        long,
+        env = "CALSYNC_SCHOOL_TIME_ZONE",
+        default_value = "America/New_York"
+    )]
     pub school_time_zone: chrono_tz::Tz,
 }
 
@@ -97,7 +119,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "CALSYNC_NIGHTLY_SCHEDULE", default_value = "0 30 3 * * *")]
     pub nightly_schedule: String,
     /// Time zone of the nightly schedule.
-    #[arg(long, env = "CALSYNC_NIGHTLY_TIME_ZONE", default_value = "America/New_York")]
+    #[arg(
+        long,
+        env = "CALSYNC_NIGHTLY_TIME_ZONE",
+        default_value = "America/New_York"
+    )]
     pub nightly_time_zone: chrono_tz::Tz,
     /// Do not run the nightly cron in this process.
     #[arg(long, env = "CALSYNC_NO_CRON")]
@@ -194,7 +220,11 @@ pub struct DashboardAuthArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DashboardArgs {
     /// Listen address (loopback unless told otherwise).
-    #[arg(long, env = "CALSYNC_DASHBOARD_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "CALSYNC_DASHBOARD_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub auth: DashboardAuthArgs,

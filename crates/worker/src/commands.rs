@@ -22,15 +22,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("database migrated");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker(args) => worker(url.as_deref(), args).await,
+        Command::Worker(args) => worker(url.as_deref(), *args).await,
         Command::Nightly(args) => nightly(url.as_deref(), args).await,
         Command::SyncUser(args) => sync_user(url.as_deref(), args).await,
         Command::MarkAll => {
             let pool = connect(url.as_deref(), 2).await?;
             ensure_migrated(&pool).await?;
             let n = calsync_domain::users::mark_all_for_sync(&pool).await?;
-            queue::audit(&pool, "cli", "mark_all", serde_json::json!({ "flagged": n })).await?;
-            println!("flagged {n} users with a course calendar; the next nightly pass (or `calsync nightly --now`) syncs them");
+            queue::audit(
+                &pool,
+                "cli",
+                "mark_all",
+                serde_json::json!({ "flagged": n }),
+            )
+            .await?;
+            println!(
+                "flagged {n} users with a course calendar; the next nightly pass (or `calsync nightly --now`) syncs them"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => status(url.as_deref(), args).await,
@@ -38,7 +46,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = connect(url.as_deref(), 10).await?;
             ensure_migrated(&pool).await?;
             // Refuse early (closed by default) before announcing anything.
-            let _checked = calsync_dashboard::router(pool.clone(), crate::dashboard_config(&args.auth))?;
+            let _checked =
+                calsync_dashboard::router(pool.clone(), crate::dashboard_config(&args.auth))?;
             let config = crate::dashboard_config(&args.auth);
             let (trigger, shutdown) = Shutdown::new();
             tokio::spawn(async move {
@@ -53,7 +62,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => crate::bench::run(url.as_deref(), args).await,
         Command::FakeGoogle(args) => {
             let fake = calsync_fake_google::FakeGoogle::start_on(args.listen).await?;
-            println!("fake Google Calendar API on {} (token endpoint {})", fake.base_url(), fake.token_url());
+            println!(
+                "fake Google Calendar API on {} (token endpoint {})",
+                fake.base_url(),
+                fake.token_url()
+            );
             termination_signal().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -76,7 +89,9 @@ async fn worker(url: Option<&str>, args: WorkerArgs) -> anyhow::Result<ExitCode>
 
 async fn nightly(url: Option<&str>, args: NightlyArgs) -> anyhow::Result<ExitCode> {
     if !args.now {
-        bail!("`calsync nightly` needs --now to run the pass immediately (the cron runs it inside `calsync worker`)");
+        bail!(
+            "`calsync nightly` needs --now to run the pass immediately (the cron runs it inside `calsync worker`)"
+        );
     }
     let pool = connect(url, 2).await?;
     ensure_migrated(&pool).await?;
@@ -109,13 +124,21 @@ async fn sync_user(url: Option<&str>, args: SyncUserArgs) -> anyhow::Result<Exit
                 return Ok(ExitCode::SUCCESS);
             }
             "failed" | "killed" => {
-                println!("job {job_id} {}: {}", job.state, job.last_result.unwrap_or_default());
+                println!(
+                    "job {job_id} {}: {}",
+                    job.state,
+                    job.last_result.unwrap_or_default()
+                );
                 return Ok(ExitCode::FAILURE);
             }
             _ => {}
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!("job {job_id} still {} after {} s (is a `calsync worker` running?)", job.state, args.timeout_secs);
+            bail!(
+                "job {job_id} still {} after {} s (is a `calsync worker` running?)",
+                job.state,
+                args.timeout_secs
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -134,7 +157,9 @@ async fn status(url: Option<&str>, args: StatusArgs) -> anyhow::Result<ExitCode>
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"users": users, "jobs": jobs, "last_run": runs.first()}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"users": users, "jobs": jobs, "last_run": runs.first()})
+            )?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -163,7 +188,11 @@ async fn status(url: Option<&str>, args: StatusArgs) -> anyhow::Result<ExitCode>
             run.enqueued,
             run.succeeded,
             run.failed,
-            if run.finished_at.is_some() { ", finished" } else { ", in progress" }
+            if run.finished_at.is_some() {
+                ", finished"
+            } else {
+                ", in progress"
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -27,10 +27,15 @@ pub async fn run(url: Option<&str>, args: DemoArgs) -> anyhow::Result<ExitCode> 
     calsync_domain::migrate(&pool).await?;
 
     step("starting the fake Google Calendar API");
-    let fake = FakeGoogle::start().await.context("starting the fake Google API")?;
+    let fake = FakeGoogle::start()
+        .await
+        .context("starting the fake Google API")?;
     println!("    {}", fake.base_url());
 
-    step(&format!("seeding a university: {} students, {} courses", args.students, args.courses));
+    step(&format!(
+        "seeding a university: {} students, {} courses",
+        args.students, args.courses
+    ));
     seed(&pool, &fake, args.students, args.courses).await?;
 
     let admin_token = format!("demo-{:016x}", rand::random::<u64>());
@@ -53,20 +58,32 @@ pub async fn run(url: Option<&str>, args: DemoArgs) -> anyhow::Result<ExitCode> 
     let Command::Worker(worker_args) = cli.command else {
         bail!("internal: demo worker arguments did not parse as a worker command");
     };
+    let worker_args = *worker_args;
     let engine = crate::build_engine(&pool, &worker_args.google)?;
     let (trigger, shutdown) = Shutdown::new();
     step("starting a worker (32 concurrent jobs) and the dashboard");
-    let runtime = Runtime { pool: pool.clone(), engine, args: worker_args }.start(shutdown).await?;
+    let runtime = Runtime {
+        pool: pool.clone(),
+        engine,
+        args: worker_args,
+    }
+    .start(shutdown)
+    .await?;
 
     step("running the nightly sync now");
     let run = run_pass(&pool, Utc::now(), RunTrigger::Manual, "demo")
         .await?
         .context("a nightly run for this instant already exists")?;
-    println!("    nightly run {}: {} users to sync, {} jobs enqueued", run.id, run.users_due, run.enqueued);
+    println!(
+        "    nightly run {}: {} users to sync, {} jobs enqueued",
+        run.id, run.users_due, run.enqueued
+    );
     let sync_started = std::time::Instant::now();
     let mut last_line = String::new();
     loop {
-        let r = calsync_domain::queue::nightly_run(&pool, run.id).await?.context("run vanished")?;
+        let r = calsync_domain::queue::nightly_run(&pool, run.id)
+            .await?
+            .context("run vanished")?;
         let done = r.succeeded + r.failed;
         let line = progress_line(done, r.enqueued, r.failed);
         if line != last_line {
@@ -86,9 +103,17 @@ pub async fn run(url: Option<&str>, args: DemoArgs) -> anyhow::Result<ExitCode> 
     let calls = fake.calls();
     let writes = fake.write_calls();
     println!();
-    println!("nightly sync finished in {secs:.1} s: {} users synced ({:.0}/s), {} Google API calls ({} writes)",
-        run.enqueued, run.enqueued as f64 / secs.max(0.001), calls.len(), writes);
-    println!("users still due: {}, needs re-auth: {}, calendar missing: {}", counts.due, counts.needs_reauth, counts.calendar_missing);
+    println!(
+        "nightly sync finished in {secs:.1} s: {} users synced ({:.0}/s), {} Google API calls ({} writes)",
+        run.enqueued,
+        run.enqueued as f64 / secs.max(0.001),
+        calls.len(),
+        writes
+    );
+    println!(
+        "users still due: {}, needs re-auth: {}, calendar missing: {}",
+        counts.due, counts.needs_reauth, counts.calendar_missing
+    );
     let sample: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT google_course_calendar_id FROM users WHERE email LIKE '%{DEMO_DOMAIN}' ORDER BY id LIMIT 1"
     )))
@@ -96,8 +121,14 @@ pub async fn run(url: Option<&str>, args: DemoArgs) -> anyhow::Result<ExitCode> 
     .await?;
     if let Some(cal) = sample {
         let events = fake.live_events(&cal);
-        println!("e.g. calendar {cal} now holds {} events; first: {}", events.len(),
-            events.first().map(|e| format!("{} ({}) {}", e["summary"], e["location"], e["recurrence"])).unwrap_or_default());
+        println!(
+            "e.g. calendar {cal} now holds {} events; first: {}",
+            events.len(),
+            events
+                .first()
+                .map(|e| format!("{} ({}) {}", e["summary"], e["location"], e["recurrence"]))
+                .unwrap_or_default()
+        );
     }
     println!("total demo time {:.1} s", started.elapsed().as_secs_f64());
 
@@ -107,10 +138,18 @@ pub async fn run(url: Option<&str>, args: DemoArgs) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     println!();
-    println!("dashboard:  http://{}/   (admin token: {admin_token})", args.dashboard_listen);
-    println!("worker API: http://{}/metrics, /healthz, POST /v1/users/<id>/sync", runtime.http_addr);
+    println!(
+        "dashboard:  http://{}/   (admin token: {admin_token})",
+        args.dashboard_listen
+    );
+    println!(
+        "worker API: http://{}/metrics, /healthz, POST /v1/users/<id>/sync",
+        runtime.http_addr
+    );
     println!("fake Google control API: {}_fake/calls", fake.root_url());
-    println!("try: change a course title in psql, then press the dashboard's \"Run now\"; Ctrl-C to stop");
+    println!(
+        "try: change a course title in psql, then press the dashboard's \"Run now\"; Ctrl-C to stop"
+    );
     termination_signal().await;
     trigger.trigger();
     let _ = runtime.done.await;
@@ -129,24 +168,34 @@ fn progress_line(done: i32, total: i32, failed: i32) -> String {
         "[{}{}] {done}/{total} synced{}",
         "#".repeat(filled.min(width)),
         ".".repeat(width - filled.min(width)),
-        if failed > 0 { format!(", {failed} failed") } else { String::new() }
+        if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
+        }
     )
 }
 
 /// Seed the demo university (set-based SQL) and the matching calendars and refresh
 /// tokens in the fake. Refuses to touch a database that holds non-demo users.
 async fn seed(pool: &PgPool, fake: &FakeGoogle, students: u32, courses: u32) -> anyhow::Result<()> {
-    let foreign: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM users WHERE email NOT LIKE '%{DEMO_DOMAIN}'")))
-        .fetch_one(pool)
-        .await?;
+    let foreign: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM users WHERE email NOT LIKE '%{DEMO_DOMAIN}'"
+    )))
+    .fetch_one(pool)
+    .await?;
     if foreign > 0 {
-        bail!("this database holds {foreign} non-demo users; run the demo against an empty database (unset DATABASE_URL to get a throwaway one)");
+        bail!(
+            "this database holds {foreign} non-demo users; run the demo against an empty database (unset DATABASE_URL to get a throwaway one)"
+        );
     }
     let mut tx = pool.begin().await?;
     sqlx::query("TRUNCATE enrollments, meeting_times, courses, rooms, google_credentials, users, calsync.nightly_runs RESTART IDENTITY")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'sync-calendar'").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'sync-calendar'")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO rooms (building, number, is_placeholder, capacity) \
          SELECT (ARRAY['Smith Hall','Jones Hall','Science Center','Library','Engineering Hall'])[1 + g % 5], \
@@ -198,9 +247,10 @@ async fn seed(pool: &PgPool, fake: &FakeGoogle, students: u32, courses: u32) -> 
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    let ids: Vec<(i64, String)> = sqlx::query_as("SELECT id, google_course_calendar_id FROM users ORDER BY id")
-        .fetch_all(pool)
-        .await?;
+    let ids: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, google_course_calendar_id FROM users ORDER BY id")
+            .fetch_all(pool)
+            .await?;
     for (id, cal) in &ids {
         fake.create_calendar_with_id(cal, &format!("Courses (student {id})"));
         fake.add_refresh_token(&format!("demo-refresh-{id}"));
@@ -210,6 +260,9 @@ async fn seed(pool: &PgPool, fake: &FakeGoogle, students: u32, courses: u32) -> 
     )
     .fetch_one(pool)
     .await?;
-    println!("    {} students, {courses} courses, {mts} meeting times, {enr} enrollments, 60 rooms", ids.len());
+    println!(
+        "    {} students, {courses} courses, {mts} meeting times, {enr} enrollments, 60 rooms",
+        ids.len()
+    );
     Ok(())
 }

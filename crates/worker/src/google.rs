@@ -72,10 +72,16 @@ pub enum GoogleError {
     CalendarMissing { calendar_id: String },
     /// Google rejected the request as invalid.
     #[error("Google {method} rejected the request: {detail}")]
-    BadRequest { method: &'static str, detail: String },
+    BadRequest {
+        method: &'static str,
+        detail: String,
+    },
     /// Access denied for another reason than rate limits.
     #[error("Google {method} denied access: {detail}")]
-    Forbidden { method: &'static str, detail: String },
+    Forbidden {
+        method: &'static str,
+        detail: String,
+    },
     /// The access token was not accepted (refreshed and retried once by the caller).
     #[error("Google {method}: access token not accepted")]
     Unauthorized { method: &'static str },
@@ -90,12 +96,19 @@ pub enum GoogleError {
 impl GoogleError {
     /// Whether retrying cannot help.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, GoogleError::Retryable { .. } | GoogleError::Unauthorized { .. } | GoogleError::Database(_))
+        !matches!(
+            self,
+            GoogleError::Retryable { .. }
+                | GoogleError::Unauthorized { .. }
+                | GoogleError::Database(_)
+        )
     }
     /// A stable short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            GoogleError::Retryable { rate_limited: true, .. } => "rate_limited",
+            GoogleError::Retryable {
+                rate_limited: true, ..
+            } => "rate_limited",
             GoogleError::Retryable { .. } => "transient",
             GoogleError::NeedsReauth { .. } => "needs_reauth",
             GoogleError::CalendarMissing { .. } => "calendar_missing",
@@ -122,7 +135,11 @@ struct Limiter {
 
 impl Limiter {
     fn new(rate: f64) -> Limiter {
-        let rate = if rate.is_finite() && rate > 0.0 { rate } else { 1.0 };
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            1.0
+        };
         Limiter {
             rate,
             state: Mutex::new(Bucket {
@@ -173,7 +190,9 @@ pub struct GoogleClient {
 
 impl fmt::Debug for GoogleClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GoogleClient").field("config", &self.inner.config).finish()
+        f.debug_struct("GoogleClient")
+            .field("config", &self.inner.config)
+            .finish()
     }
 }
 
@@ -246,7 +265,12 @@ impl GoogleClient {
 
     /// A usable access token for the user: the cached one if it is valid for another
     /// minute, else a fresh one from the token endpoint (stored for next time).
-    pub async fn access_token(&self, pool: &PgPool, user_id: i64, force_refresh: bool) -> Result<Secret, GoogleError> {
+    pub async fn access_token(
+        &self,
+        pool: &PgPool,
+        user_id: i64,
+        force_refresh: bool,
+    ) -> Result<Secret, GoogleError> {
         let creds = credentials::get(pool, user_id).await.map_err(|e| match e {
             calsync_domain::DomainError::NoCredentials(_) => GoogleError::NeedsReauth {
                 detail: "no Google credentials on file".into(),
@@ -283,7 +307,11 @@ impl GoogleClient {
     }
 
     /// POST grant_type=refresh_token to the token endpoint.
-    async fn refresh(&self, user_id: i64, refresh_token: &Secret) -> Result<(Secret, i64), GoogleError> {
+    async fn refresh(
+        &self,
+        user_id: i64,
+        refresh_token: &Secret,
+    ) -> Result<(Secret, i64), GoogleError> {
         let cfg = &self.inner.config;
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "refresh_token")
@@ -292,39 +320,72 @@ impl GoogleClient {
             .append_pair("client_secret", cfg.client_secret.expose())
             .finish();
         let req = hyper::Request::post(&cfg.token_url)
-            .header(hyper::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
-            .map_err(|e| GoogleError::OAuthClient { detail: e.to_string() })?;
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(
+                Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .map_err(|e| GoogleError::OAuthClient {
+                detail: e.to_string(),
+            })?;
         self.throttle(user_id).await;
         let started = Instant::now();
         let res = tokio::time::timeout(cfg.request_timeout, async {
-            let resp = self.inner.http.request(req).await.map_err(|e| e.to_string())?;
+            let resp = self
+                .inner
+                .http
+                .request(req)
+                .await
+                .map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
-            let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
             Ok::<_, String>((status, bytes))
         })
         .await;
         let (status, bytes) = match res {
             Err(_) => {
                 record(method::TOKEN, "network", started);
-                return Err(retryable(method::TOKEN, format!("timed out after {:?}", cfg.request_timeout), false));
+                return Err(retryable(
+                    method::TOKEN,
+                    format!("timed out after {:?}", cfg.request_timeout),
+                    false,
+                ));
             }
             Ok(Err(e)) => {
                 record(method::TOKEN, "network", started);
-                return Err(retryable(method::TOKEN, format!("network error: {e}"), false));
+                return Err(retryable(
+                    method::TOKEN,
+                    format!("network error: {e}"),
+                    false,
+                ));
             }
             Ok(Ok(v)) => v,
         };
-        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         if (200..300).contains(&status)
             && let Some(tok) = json["access_token"].as_str()
         {
             record(method::TOKEN, "ok", started);
-            return Ok((Secret::new(tok), json["expires_in"].as_i64().unwrap_or(3600)));
+            return Ok((
+                Secret::new(tok),
+                json["expires_in"].as_i64().unwrap_or(3600),
+            ));
         }
         let error = json["error"].as_str().unwrap_or("");
         let description = json["error_description"].as_str().unwrap_or("");
-        let detail = format!("HTTP {status} {error} {description}").trim().to_string();
+        let detail = format!("HTTP {status} {error} {description}")
+            .trim()
+            .to_string();
         match (status, error) {
             (_, "invalid_grant") => {
                 record(method::TOKEN, "client_error", started);
@@ -346,7 +407,12 @@ impl GoogleClient {
     }
 
     /// A calendar session for one user: the hub with their token, ready for calls.
-    pub async fn session(&self, pool: &PgPool, user_id: i64, calendar_id: &str) -> Result<CalendarSession, GoogleError> {
+    pub async fn session(
+        &self,
+        pool: &PgPool,
+        user_id: i64,
+        calendar_id: &str,
+    ) -> Result<CalendarSession, GoogleError> {
         let token = self.access_token(pool, user_id, false).await?;
         Ok(CalendarSession {
             client: self.clone(),
@@ -377,8 +443,10 @@ fn retryable(method: &'static str, detail: String, rate_limited: bool) -> Google
 }
 
 fn record(method: &'static str, outcome: &'static str, started: Instant) {
-    metrics::counter!("calsync_google_calls_total", "method" => method, "outcome" => outcome).increment(1);
-    metrics::histogram!("calsync_google_call_duration_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+    metrics::counter!("calsync_google_calls_total", "method" => method, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("calsync_google_call_duration_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Percent-encode a path segment (google-calendar3 pastes ids into paths raw, so a `#`
@@ -397,12 +465,19 @@ pub fn encode_path_segment(s: &str) -> String {
 }
 
 /// How a Google answer is classified.
-fn classify(method: &'static str, calendar_id: &str, err: google_calendar3::Error) -> (GoogleError, &'static str) {
+fn classify(
+    method: &'static str,
+    calendar_id: &str,
+    err: google_calendar3::Error,
+) -> (GoogleError, &'static str) {
     use google_calendar3::Error as E;
     match err {
         E::BadRequest(json) => {
             let code = json["error"]["code"].as_u64().unwrap_or(0) as u16;
-            let reason = json["error"]["errors"][0]["reason"].as_str().unwrap_or("").to_string();
+            let reason = json["error"]["errors"][0]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             let message = json["error"]["message"].as_str().unwrap_or("").to_string();
             let detail = format!("HTTP {code} {reason}: {message}");
             match (code, reason.as_str()) {
@@ -443,15 +518,41 @@ fn classify(method: &'static str, calendar_id: &str, err: google_calendar3::Erro
             if status == 401 {
                 return (GoogleError::Unauthorized { method }, outcome);
             }
-            (retryable(method, format!("HTTP {status} with a non-JSON body"), status == 429), outcome)
+            (
+                retryable(
+                    method,
+                    format!("HTTP {status} with a non-JSON body"),
+                    status == 429,
+                ),
+                outcome,
+            )
         }
-        E::HttpError(e) => (retryable(method, format!("network error: {e}"), false), "network"),
-        E::Io(e) => (retryable(method, format!("I/O error: {e}"), false), "network"),
+        E::HttpError(e) => (
+            retryable(method, format!("network error: {e}"), false),
+            "network",
+        ),
+        E::Io(e) => (
+            retryable(method, format!("I/O error: {e}"), false),
+            "network",
+        ),
         E::JsonDecodeError(body, e) => (
-            retryable(method, format!("undecodable answer ({e}): {}", body.chars().take(200).collect::<String>()), false),
+            retryable(
+                method,
+                format!(
+                    "undecodable answer ({e}): {}",
+                    body.chars().take(200).collect::<String>()
+                ),
+                false,
+            ),
             "server_error",
         ),
-        other => (GoogleError::BadRequest { method, detail: other.to_string() }, "client_error"),
+        other => (
+            GoogleError::BadRequest {
+                method,
+                detail: other.to_string(),
+            },
+            "client_error",
+        ),
     }
 }
 
@@ -500,7 +601,11 @@ macro_rules! call {
             match res {
                 Err(_) => {
                     record($method, "network", started);
-                    break Err(retryable($method, format!("timed out after {timeout:?}"), false));
+                    break Err(retryable(
+                        $method,
+                        format!("timed out after {timeout:?}"),
+                        false,
+                    ));
                 }
                 Ok(Ok(v)) => {
                     record($method, "ok", started);
@@ -511,7 +616,10 @@ macro_rules! call {
                     record($method, outcome, started);
                     if matches!(err, GoogleError::Unauthorized { .. }) && !$self.refreshed {
                         $self.refreshed = true;
-                        let token = $self.client.access_token(&$self.pool, $self.user_id, true).await?;
+                        let token = $self
+                            .client
+                            .access_token(&$self.pool, $self.user_id, true)
+                            .await?;
                         $self.hub = $self.client.hub(&token);
                         continue;
                     }
@@ -530,13 +638,19 @@ impl CalendarSession {
 
     /// calendars.get: fails with CalendarMissing on 404.
     pub async fn check_calendar(&mut self) -> Result<(), GoogleError> {
-        call!(self, method::CALENDARS_GET, |hub, cal| hub.calendars().get(&cal).doit())?;
+        call!(self, method::CALENDARS_GET, |hub, cal| hub
+            .calendars()
+            .get(&cal)
+            .doit())?;
         Ok(())
     }
 
     /// events.list of calsync's events (private property filter), including deleted
     /// ones, all pages.
-    pub async fn list_owned_events(&mut self, owner_filter: &str) -> Result<Vec<Event>, GoogleError> {
+    pub async fn list_owned_events(
+        &mut self,
+        owner_filter: &str,
+    ) -> Result<Vec<Event>, GoogleError> {
         let mut out = Vec::new();
         let mut page: Option<String> = None;
         loop {
@@ -563,10 +677,15 @@ impl CalendarSession {
 
     /// events.insert with a client-supplied id.
     pub async fn insert(&mut self, event: Event) -> Result<Inserted, GoogleError> {
-        let res = call!(self, method::EVENTS_INSERT, |hub, cal| hub.events().insert(event.clone(), &cal).doit());
+        let res = call!(self, method::EVENTS_INSERT, |hub, cal| hub
+            .events()
+            .insert(event.clone(), &cal)
+            .doit());
         match res {
             Ok(_) => Ok(Inserted::Created),
-            Err(GoogleError::BadRequest { detail, .. }) if detail.starts_with("HTTP 409") => Ok(Inserted::Duplicate),
+            Err(GoogleError::BadRequest { detail, .. }) if detail.starts_with("HTTP 409") => {
+                Ok(Inserted::Duplicate)
+            }
             Err(e) => Err(e),
         }
     }
@@ -574,16 +693,25 @@ impl CalendarSession {
     /// events.update (PUT: replaces the whole event).
     pub async fn update(&mut self, event_id: &str, event: Event) -> Result<(), GoogleError> {
         let eid = encode_path_segment(event_id);
-        call!(self, method::EVENTS_UPDATE, |hub, cal| hub.events().update(event.clone(), &cal, &eid).doit())?;
+        call!(self, method::EVENTS_UPDATE, |hub, cal| hub
+            .events()
+            .update(event.clone(), &cal, &eid)
+            .doit())?;
         Ok(())
     }
 
     /// events.delete; 410 (already deleted) and 404 count as success.
     pub async fn delete(&mut self, event_id: &str) -> Result<Deleted, GoogleError> {
         let eid = encode_path_segment(event_id);
-        match call!(self, method::EVENTS_DELETE, |hub, cal| hub.events().delete(&cal, &eid).doit()) {
+        match call!(self, method::EVENTS_DELETE, |hub, cal| hub
+            .events()
+            .delete(&cal, &eid)
+            .doit())
+        {
             Ok(_) => Ok(Deleted::Now),
-            Err(GoogleError::BadRequest { detail, .. }) if detail.starts_with("HTTP 410") || detail.starts_with("HTTP 404") => {
+            Err(GoogleError::BadRequest { detail, .. })
+                if detail.starts_with("HTTP 410") || detail.starts_with("HTTP 404") =>
+            {
                 Ok(Deleted::AlreadyGone)
             }
             Err(e) => Err(e),
@@ -597,8 +725,14 @@ mod tests {
 
     #[test]
     fn path_segments_are_percent_encoded() {
-        assert_eq!(encode_path_segment("c_abc@group.calendar.google.com"), "c_abc@group.calendar.google.com");
-        assert_eq!(encode_path_segment("en.usa#holiday@x"), "en.usa%23holiday@x");
+        assert_eq!(
+            encode_path_segment("c_abc@group.calendar.google.com"),
+            "c_abc@group.calendar.google.com"
+        );
+        assert_eq!(
+            encode_path_segment("en.usa#holiday@x"),
+            "en.usa%23holiday@x"
+        );
         assert_eq!(encode_path_segment("a/b c?d"), "a%2Fb%20c%3Fd");
     }
 
@@ -609,7 +743,10 @@ mod tests {
             assert!(l.try_take().is_zero());
         }
         let wait = l.try_take();
-        assert!(wait > Duration::from_millis(100) && wait <= Duration::from_millis(260), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(100) && wait <= Duration::from_millis(260),
+            "{wait:?}"
+        );
     }
 
     #[test]

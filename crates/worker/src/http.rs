@@ -52,18 +52,36 @@ struct ApiError {
 }
 
 fn error(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Response {
-    (status, Json(ApiError { error: msg.into(), code })).into_response()
+    (
+        status,
+        Json(ApiError {
+            error: msg.into(),
+            code,
+        }),
+    )
+        .into_response()
 }
 
 async fn readyz(State(st): State<ApiState>) -> Response {
     if !st.ready.load(Ordering::Relaxed) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "workers are not running");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "workers are not running",
+        );
     }
-    match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&st.pool).await {
+    match sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&st.pool)
+        .await
+    {
         Ok(_) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: database unreachable");
-            error(StatusCode::SERVICE_UNAVAILABLE, "database_unreachable", "database unreachable")
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unreachable",
+                "database unreachable",
+            )
         }
     }
 }
@@ -83,15 +101,25 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         metrics::gauge!("calsync_users", "state" => "flagged").set(c.flagged as f64);
         metrics::gauge!("calsync_users", "state" => "due").set(c.due as f64);
         metrics::gauge!("calsync_users", "state" => "needs_reauth").set(c.needs_reauth as f64);
-        metrics::gauge!("calsync_users", "state" => "calendar_missing").set(c.calendar_missing as f64);
+        metrics::gauge!("calsync_users", "state" => "calendar_missing")
+            .set(c.calendar_missing as f64);
         metrics::gauge!("calsync_users", "state" => "failing").set(c.failing as f64);
     }
     match crate::telemetry::prometheus() {
-        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
-        None => error(StatusCode::SERVICE_UNAVAILABLE, "no_metrics", "metrics recorder not installed"),
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_metrics",
+            "metrics recorder not installed",
+        ),
     }
 }
 
+#[expect(clippy::result_large_err, reason = "the error is the response the handler returns as is")]
 fn authorize(st: &ApiState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), Response> {
     match &st.api_token {
         Some(expected) => {
@@ -103,7 +131,11 @@ fn authorize(st: &ApiState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Re
             if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
                 Ok(())
             } else {
-                Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token"))
+                Err(error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong bearer token",
+                ))
             }
         }
         None => match peer {
@@ -173,14 +205,22 @@ async fn enqueue(
     };
     let reason = body.reason.unwrap_or_else(|| "http".into());
     if reason.len() > 200 {
-        return error(StatusCode::BAD_REQUEST, "invalid_body", "reason is longer than 200 characters");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "reason is longer than 200 characters",
+        );
     }
     match queue::enqueue_sync(&st.pool, user_id, &reason).await {
         Ok(job_id) => {
             tracing::info!(user_id, job_id, reason, "sync enqueued over HTTP");
             (StatusCode::ACCEPTED, Json(Enqueued { job_id, user_id })).into_response()
         }
-        Err(DomainError::UnknownUser(id)) => error(StatusCode::NOT_FOUND, "unknown_user", format!("unknown user {id}")),
+        Err(DomainError::UnknownUser(id)) => error(
+            StatusCode::NOT_FOUND,
+            "unknown_user",
+            format!("unknown user {id}"),
+        ),
         Err(DomainError::NoCalendar(id)) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "no_calendar",
@@ -188,7 +228,11 @@ async fn enqueue(
         ),
         Err(e) => {
             tracing::error!(user_id, error = %e, "enqueue failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "enqueue failed; see the worker log")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "enqueue failed; see the worker log",
+            )
         }
     }
 }
@@ -232,10 +276,18 @@ async fn job_status(
     }
     match load_job(&st.pool, &job_id).await {
         Ok(Some(job)) => Json(job).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "unknown_job", format!("unknown job {job_id:?}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "unknown_job",
+            format!("unknown job {job_id:?}"),
+        ),
         Err(e) => {
             tracing::error!(job_id, error = %e, "job lookup failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "job lookup failed")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "job lookup failed",
+            )
         }
     }
 }
@@ -246,7 +298,10 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

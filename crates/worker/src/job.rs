@@ -38,7 +38,10 @@ pub async fn handle_sync_user(
     let job_id = task_id.to_string();
     // A panic is a bug, not a transient failure: kill the job with the panic message
     // instead of letting it take the worker down (apalis would re-run it forever).
-    match AssertUnwindSafe(run(payload, job_id.clone(), attempt, deps)).catch_unwind().await {
+    match AssertUnwindSafe(run(payload, job_id.clone(), attempt, deps))
+        .catch_unwind()
+        .await
+    {
         Ok(res) => res,
         Err(panic) => {
             let msg = panic
@@ -82,17 +85,21 @@ async fn run(
             Err(AbortError::new(e).into())
         }
         Err(e) => {
-            let max_attempts: i32 = sqlx::query_scalar("SELECT max_attempts FROM apalis.jobs WHERE id = $1")
-                .bind(&job_id)
-                .fetch_optional(&deps.pool)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(i32::MAX);
+            let max_attempts: i32 =
+                sqlx::query_scalar("SELECT max_attempts FROM apalis.jobs WHERE id = $1")
+                    .bind(&job_id)
+                    .fetch_optional(&deps.pool)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(i32::MAX);
             if attempt as i64 >= max_attempts as i64 {
                 tracing::error!(job_id, user_id, attempt, max_attempts, kind = e.kind(), error = %e,
                     "user sync failed on its last attempt");
-                if let Err(db) = users::record_failure(&deps.pool, user_id, SyncStatus::Failing, &e.to_string()).await {
+                if let Err(db) =
+                    users::record_failure(&deps.pool, user_id, SyncStatus::Failing, &e.to_string())
+                        .await
+                {
                     tracing::error!(user_id, error = %db, "could not record the sync failure");
                 }
                 metrics::counter!("calsync_jobs_total", "outcome" => "failed").increment(1);

@@ -4,8 +4,8 @@
 //! Only this crate talks to Google ([`google`]); [`sync`] turns a user's schedule into
 //! calendar writes; [`job`] adapts it to apalis; [`runtime`] runs workers, cron and HTTP.
 
-pub mod cli;
 pub mod bench;
+pub mod cli;
 pub mod commands;
 pub mod demo;
 pub mod google;
@@ -22,7 +22,9 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 /// Errors of process setup (connecting, configuration).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("DATABASE_URL is not set: export it or pass --database-url (e.g. postgres://user@127.0.0.1:5432/calsync)")]
+    #[error(
+        "DATABASE_URL is not set: export it or pass --database-url (e.g. postgres://user@127.0.0.1:5432/calsync)"
+    )]
     NoDatabaseUrl,
     #[error("could not connect to the database: {0}")]
     Connect(sqlx::Error),
@@ -38,7 +40,9 @@ pub enum SetupError {
 
 /// Connect a pool to `url`.
 pub async fn connect(url: Option<&str>, max_connections: u32) -> Result<PgPool, SetupError> {
-    let url = url.filter(|u| !u.is_empty()).ok_or(SetupError::NoDatabaseUrl)?;
+    let url = url
+        .filter(|u| !u.is_empty())
+        .ok_or(SetupError::NoDatabaseUrl)?;
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -54,7 +58,11 @@ pub async fn ensure_migrated(pool: &PgPool) -> Result<(), SetupError> {
     )
     .fetch_one(pool)
     .await?;
-    if ok { Ok(()) } else { Err(SetupError::NotMigrated) }
+    if ok {
+        Ok(())
+    } else {
+        Err(SetupError::NotMigrated)
+    }
 }
 
 /// The Google client configuration from CLI/env arguments.
@@ -73,16 +81,27 @@ pub fn google_config(args: &cli::GoogleArgs) -> google::GoogleConfig {
 
 /// Build the sync engine from CLI/env arguments.
 pub fn build_engine(pool: &PgPool, args: &cli::GoogleArgs) -> Result<sync::SyncEngine, SetupError> {
-    let client = google::GoogleClient::new(google_config(args)).map_err(|e| SetupError::Google(e.to_string()))?;
-    Ok(sync::SyncEngine::new(pool.clone(), client, args.school_time_zone))
+    let client = google::GoogleClient::new(google_config(args))
+        .map_err(|e| SetupError::Google(e.to_string()))?;
+    Ok(sync::SyncEngine::new(
+        pool.clone(),
+        client,
+        args.school_time_zone,
+    ))
 }
 
 /// The dashboard configuration from CLI/env arguments.
 pub fn dashboard_config(args: &cli::DashboardAuthArgs) -> calsync_dashboard::DashboardConfig {
     calsync_dashboard::DashboardConfig {
         admin_token: args.dashboard_admin_token.clone().filter(|t| !t.is_empty()),
-        readonly_token: args.dashboard_readonly_token.clone().filter(|t| !t.is_empty()),
-        session_secret: args.dashboard_session_secret.clone().filter(|t| !t.is_empty()),
+        readonly_token: args
+            .dashboard_readonly_token
+            .clone()
+            .filter(|t| !t.is_empty()),
+        session_secret: args
+            .dashboard_session_secret
+            .clone()
+            .filter(|t| !t.is_empty()),
         page_size: 50,
         secure_cookies: args.dashboard_secure_cookies,
     }

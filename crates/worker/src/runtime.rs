@@ -28,10 +28,15 @@ use crate::{
 /// Errors that stop the worker process.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("invalid nightly schedule {schedule:?}: {reason} (cron with seconds first, e.g. \"0 30 3 * * *\")")]
+    #[error(
+        "invalid nightly schedule {schedule:?}: {reason} (cron with seconds first, e.g. \"0 30 3 * * *\")"
+    )]
     Schedule { schedule: String, reason: String },
     #[error("could not bind the HTTP API on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("dashboard: {0}")]
     Dashboard(String),
 }
@@ -104,7 +109,11 @@ pub fn worker_base_name(prefix: Option<&str>) -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".into());
     let rand: u32 = rand::random();
-    format!("{}-{host}-{}-{rand:08x}", prefix.unwrap_or("calsync"), std::process::id())
+    format!(
+        "{}-{host}-{}-{rand:08x}",
+        prefix.unwrap_or("calsync"),
+        std::process::id()
+    )
 }
 
 /// Everything the runtime needs.
@@ -132,8 +141,14 @@ impl Runtime {
 
         let listener = tokio::net::TcpListener::bind(args.http_listen)
             .await
-            .map_err(|source| RuntimeError::Bind { addr: args.http_listen, source })?;
-        let http_addr = listener.local_addr().map_err(|source| RuntimeError::Bind { addr: args.http_listen, source })?;
+            .map_err(|source| RuntimeError::Bind {
+                addr: args.http_listen,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| RuntimeError::Bind {
+            addr: args.http_listen,
+            source,
+        })?;
         let _ = crate::telemetry::prometheus();
 
         let mut tasks = tokio::task::JoinSet::new();
@@ -155,8 +170,9 @@ impl Runtime {
             let pool = pool.clone();
             let sd = shutdown.clone();
             // Fail fast on a dashboard without credentials.
-            let _checked = calsync_dashboard::router(pool.clone(), crate::dashboard_config(&args.dashboard))
-                .map_err(|e| RuntimeError::Dashboard(e.to_string()))?;
+            let _checked =
+                calsync_dashboard::router(pool.clone(), crate::dashboard_config(&args.dashboard))
+                    .map_err(|e| RuntimeError::Dashboard(e.to_string()))?;
             tasks.spawn(async move {
                 if let Err(e) = calsync_dashboard::serve(pool, config, addr, sd.wait()).await {
                     tracing::error!(error = %e, "dashboard stopped");
@@ -164,7 +180,10 @@ impl Runtime {
             });
         }
 
-        let deps = Arc::new(JobDeps { pool: pool.clone(), engine });
+        let deps = Arc::new(JobDeps {
+            pool: pool.clone(),
+            engine,
+        });
         tasks.spawn(supervise("sync-worker", shutdown.clone(), {
             let pool = pool.clone();
             let args = args.clone();
@@ -236,7 +255,9 @@ where
         }
         match res {
             Ok(()) => tracing::warn!(what, "stopped without a shutdown request; restarting"),
-            Err(e) => tracing::error!(what, error = %e, retry_in_ms = delay.as_millis() as u64, "failed; restarting"),
+            Err(e) => {
+                tracing::error!(what, error = %e, retry_in_ms = delay.as_millis() as u64, "failed; restarting")
+            }
         }
         if started.elapsed() > Duration::from_secs(60) {
             delay = Duration::from_millis(250);
@@ -357,15 +378,24 @@ async fn run_cron(
 ) -> Result<(), String> {
     // Catch up a tick missed while no worker was running (deploy at 03:29, outage):
     // idempotent, because each tick's run row is unique.
-    if let Some(missed) = last_tick_within(&schedule, tz, Utc::now(), chrono::Duration::hours(CATCH_UP_HOURS)) {
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM calsync.nightly_runs WHERE scheduled_for = $1)")
-            .bind(missed)
-            .fetch_one(&pool)
-            .await
-            .map_err(|e| e.to_string())?;
+    if let Some(missed) = last_tick_within(
+        &schedule,
+        tz,
+        Utc::now(),
+        chrono::Duration::hours(CATCH_UP_HOURS),
+    ) {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM calsync.nightly_runs WHERE scheduled_for = $1)",
+        )
+        .bind(missed)
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
         if !exists {
             tracing::warn!(%missed, "catching up a nightly tick that no worker ran");
-            run_pass(&pool, missed, RunTrigger::Cron, &name).await.map_err(|e| e.to_string())?;
+            run_pass(&pool, missed, RunTrigger::Cron, &name)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     let backend = CronScheduler::new(schedule).with_timezone(tz);
@@ -392,10 +422,18 @@ mod tests {
         let schedule = parse_schedule("0 30 3 * * *").unwrap();
         let ny = chrono_tz::America::New_York;
         let winter = Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap();
-        let next = schedule.after(&winter.with_timezone(&ny)).next().unwrap().with_timezone(&Utc);
+        let next = schedule
+            .after(&winter.with_timezone(&ny))
+            .next()
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(next, Utc.with_ymd_and_hms(2026, 1, 11, 8, 30, 0).unwrap());
         let summer = Utc.with_ymd_and_hms(2026, 7, 10, 12, 0, 0).unwrap();
-        let next = schedule.after(&summer.with_timezone(&ny)).next().unwrap().with_timezone(&Utc);
+        let next = schedule
+            .after(&summer.with_timezone(&ny))
+            .next()
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(next, Utc.with_ymd_and_hms(2026, 7, 11, 7, 30, 0).unwrap());
     }
 
@@ -411,8 +449,17 @@ mod tests {
         let ny = chrono_tz::America::New_York;
         let at = |h, m| Utc.with_ymd_and_hms(2026, 1, 11, h, m, 0).unwrap();
         // 03:30 New York = 08:30 UTC. At 10:00 UTC the tick is 1.5 h old.
-        assert_eq!(last_tick_within(&schedule, ny, at(10, 0), chrono::Duration::hours(6)), Some(at(8, 30)));
-        assert_eq!(last_tick_within(&schedule, ny, at(10, 0), chrono::Duration::hours(1)), None);
-        assert_eq!(last_tick_within(&schedule, ny, at(8, 29), chrono::Duration::hours(6)), None);
+        assert_eq!(
+            last_tick_within(&schedule, ny, at(10, 0), chrono::Duration::hours(6)),
+            Some(at(8, 30))
+        );
+        assert_eq!(
+            last_tick_within(&schedule, ny, at(10, 0), chrono::Duration::hours(1)),
+            None
+        );
+        assert_eq!(
+            last_tick_within(&schedule, ny, at(8, 29), chrono::Duration::hours(6)),
+            None
+        );
     }
 }

@@ -7,7 +7,10 @@ use std::{collections::HashMap, time::Instant};
 
 use calsync_domain::{
     DomainError,
-    events::{self, DesiredEvent, FINGERPRINT_PROPERTY, MEETING_TIME_PROPERTY, OWNER_PROPERTY, OWNER_VALUE},
+    events::{
+        self, DesiredEvent, FINGERPRINT_PROPERTY, MEETING_TIME_PROPERTY, OWNER_PROPERTY,
+        OWNER_VALUE,
+    },
     schedule,
     users::{self, FinishOutcome, SyncStatus},
 };
@@ -127,7 +130,8 @@ impl SyncEngine {
             // The lock dies with the connection; make sure it is not reused.
             let _ = lock_conn.detach();
         }
-        metrics::histogram!("calsync_sync_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("calsync_sync_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         let mut report = match res {
             Ok(r) => r,
             Err(e) => {
@@ -141,20 +145,30 @@ impl SyncEngine {
 
     async fn record_failure(&self, user_id: i64, e: &SyncError) {
         let status = match e {
-            SyncError::Google { source: GoogleError::NeedsReauth { .. }, .. } => Some(SyncStatus::NeedsReauth),
-            SyncError::Google { source: GoogleError::CalendarMissing { .. }, .. } => Some(SyncStatus::CalendarMissing),
+            SyncError::Google {
+                source: GoogleError::NeedsReauth { .. },
+                ..
+            } => Some(SyncStatus::NeedsReauth),
+            SyncError::Google {
+                source: GoogleError::CalendarMissing { .. },
+                ..
+            } => Some(SyncStatus::CalendarMissing),
             SyncError::Google { source, .. } if source.is_permanent() => Some(SyncStatus::Failing),
             _ => None,
         };
         let res = match status {
-            Some(status) => users::record_failure(&self.pool, user_id, status, &e.to_string()).await,
-            None => sqlx::query("UPDATE users SET last_sync_error = $2, last_sync_error_at = now() WHERE id = $1")
-                .bind(user_id)
-                .bind(e.to_string())
-                .execute(&self.pool)
-                .await
-                .map(|_| ())
-                .map_err(DomainError::from),
+            Some(status) => {
+                users::record_failure(&self.pool, user_id, status, &e.to_string()).await
+            }
+            None => sqlx::query(
+                "UPDATE users SET last_sync_error = $2, last_sync_error_at = now() WHERE id = $1",
+            )
+            .bind(user_id)
+            .bind(e.to_string())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(DomainError::from),
         };
         if let Err(db) = res {
             tracing::error!(user_id, error = %db, "could not record the sync failure");
@@ -166,11 +180,16 @@ impl SyncEngine {
             DomainError::UnknownUser(id) => SyncError::UnknownUser(id),
             source => SyncError::Database { user_id, source },
         };
-        let mut report = SyncReport { user_id, ..Default::default() };
+        let mut report = SyncReport {
+            user_id,
+            ..Default::default()
+        };
         let mut session: Option<CalendarSession> = None;
         loop {
             report.passes += 1;
-            let snap = schedule::load_snapshot(&self.pool, user_id).await.map_err(db)?;
+            let snap = schedule::load_snapshot(&self.pool, user_id)
+                .await
+                .map_err(db)?;
             let calendar_id = snap
                 .user
                 .google_course_calendar_id
@@ -182,8 +201,15 @@ impl SyncEngine {
                 calendar_id: calendar_id.clone(),
                 source,
             };
-            if session.as_ref().is_none_or(|s| s.calendar_id() != calendar_id) {
-                let mut s = self.google.session(&self.pool, user_id, &calendar_id).await.map_err(google)?;
+            if session
+                .as_ref()
+                .is_none_or(|s| s.calendar_id() != calendar_id)
+            {
+                let mut s = self
+                    .google
+                    .session(&self.pool, user_id, &calendar_id)
+                    .await
+                    .map_err(google)?;
                 s.check_calendar().await.map_err(google)?;
                 session = Some(s);
             }
@@ -196,7 +222,9 @@ impl SyncEngine {
                     "meeting time produces no calendar event");
             }
             report.skipped_meetings = plan.skipped.len() as u32;
-            reconcile(s, &plan.events, &mut report).await.map_err(google)?;
+            reconcile(s, &plan.events, &mut report)
+                .await
+                .map_err(google)?;
             report.google_calls = s.calls;
 
             match users::finish_sync(&self.pool, user_id, snap.user.calendar_sync_generation)
@@ -208,10 +236,17 @@ impl SyncEngine {
                     return Ok(report);
                 }
                 FinishOutcome::ChangedDuringSync if report.passes < MAX_PASSES => {
-                    tracing::info!(user_id, pass = report.passes, "schedule changed during the sync; syncing again");
+                    tracing::info!(
+                        user_id,
+                        pass = report.passes,
+                        "schedule changed during the sync; syncing again"
+                    );
                 }
                 FinishOutcome::ChangedDuringSync => {
-                    tracing::info!(user_id, "schedule keeps changing; leaving the user flagged for the next pass");
+                    tracing::info!(
+                        user_id,
+                        "schedule keeps changing; leaving the user flagged for the next pass"
+                    );
                     return Ok(report);
                 }
             }
@@ -225,7 +260,10 @@ pub fn event_body(ev: &DesiredEvent) -> Event {
     let private = [
         (OWNER_PROPERTY.to_string(), OWNER_VALUE.to_string()),
         (FINGERPRINT_PROPERTY.to_string(), ev.fingerprint.clone()),
-        (MEETING_TIME_PROPERTY.to_string(), ev.meeting_time_id.to_string()),
+        (
+            MEETING_TIME_PROPERTY.to_string(),
+            ev.meeting_time_id.to_string(),
+        ),
     ]
     .into_iter()
     .collect();
@@ -265,9 +303,11 @@ fn matches_desired(existing: &Event, ev: &DesiredEvent) -> bool {
         .as_ref()
         .and_then(|p| p.private.as_ref())
         .and_then(|p| p.get(FINGERPRINT_PROPERTY));
-    let when_matches = |got: &Option<EventDateTime>, want: chrono::DateTime<chrono::FixedOffset>| {
+    let when_matches = |got: &Option<EventDateTime>,
+                        want: chrono::DateTime<chrono::FixedOffset>| {
         got.as_ref().is_some_and(|d| {
-            d.date_time == Some(want.with_timezone(&Utc)) && d.time_zone.as_deref() == Some(ev.time_zone.name())
+            d.date_time == Some(want.with_timezone(&Utc))
+                && d.time_zone.as_deref() == Some(ev.time_zone.name())
         })
     };
     existing.status.as_deref() != Some("cancelled")
@@ -282,7 +322,11 @@ fn matches_desired(existing: &Event, ev: &DesiredEvent) -> bool {
 
 /// Bring the calendar in line with `desired`: inserts and updates first, deletes last,
 /// so the calendar is never empty mid-sync.
-async fn reconcile(s: &mut CalendarSession, desired: &[DesiredEvent], report: &mut SyncReport) -> Result<(), GoogleError> {
+async fn reconcile(
+    s: &mut CalendarSession,
+    desired: &[DesiredEvent],
+    report: &mut SyncReport,
+) -> Result<(), GoogleError> {
     let filter = format!("{OWNER_PROPERTY}={OWNER_VALUE}");
     let existing: HashMap<String, Event> = s
         .list_owned_events(&filter)

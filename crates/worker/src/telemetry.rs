@@ -9,13 +9,21 @@ use crate::cli::LogFormat;
 
 /// Install the global tracing subscriber. `RUST_LOG` overrides the default filter.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_postgres=warn,hyper=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(
+            "info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_postgres=warn,hyper=warn",
+        )
+    });
     let registry = tracing_subscriber::registry().with(filter);
     let res = match format {
         LogFormat::Pretty => registry.with(fmt::layer().with_target(false)).try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(false))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
             .try_init(),
     };
     // A second init (tests, the demo) keeps the first subscriber.
@@ -30,7 +38,9 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full("calsync_sync_duration_seconds".into()),
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "calsync_sync_duration_seconds".into(),
+                    ),
                     &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
                 )
                 .and_then(|b| b.install_recorder());

@@ -26,12 +26,22 @@ async fn app(pool: &PgPool, token: Option<&str>, peer: &str, ready: bool) -> axu
     router(state).layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, auth: Option<&str>, body: &str) -> (StatusCode, String) {
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (StatusCode, String) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(t) = auth {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
@@ -51,14 +61,24 @@ async fn enqueue_over_http_validates_and_is_idempotent(pool: PgPool) {
     let alice = user(&pool, Some("cal-a")).await;
     let nocal = user(&pool, None).await;
 
-    let (s, body) = call(&app, "POST", &format!("/v1/users/{alice}/sync"), None, r#"{"reason":"registrar"}"#).await;
+    let (s, body) = call(
+        &app,
+        "POST",
+        &format!("/v1/users/{alice}/sync"),
+        None,
+        r#"{"reason":"registrar"}"#,
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let job_id = v["job_id"].as_str().unwrap().to_string();
     assert_eq!(v["user_id"], alice);
     let (s, body) = call(&app, "POST", &format!("/v1/users/{alice}/sync"), None, "").await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    assert!(body.contains(&job_id), "a second request returns the active job");
+    assert!(
+        body.contains(&job_id),
+        "a second request returns the active job"
+    );
 
     let (s, body) = call(&app, "GET", &format!("/v1/jobs/{job_id}"), None, "").await;
     assert_eq!(s, StatusCode::OK);
@@ -67,11 +87,36 @@ async fn enqueue_over_http_validates_and_is_idempotent(pool: PgPool) {
     assert_eq!(v["payload"]["reason"], "registrar");
 
     for (uri, body, status, code) in [
-        ("/v1/users/abc/sync", "", StatusCode::BAD_REQUEST, "invalid_user_id"),
-        ("/v1/users/-4/sync", "", StatusCode::BAD_REQUEST, "invalid_user_id"),
-        ("/v1/users/999999/sync", "", StatusCode::NOT_FOUND, "unknown_user"),
-        (&format!("/v1/users/{nocal}/sync"), "", StatusCode::UNPROCESSABLE_ENTITY, "no_calendar"),
-        (&format!("/v1/users/{alice}/sync"), "{not json", StatusCode::BAD_REQUEST, "invalid_body"),
+        (
+            "/v1/users/abc/sync",
+            "",
+            StatusCode::BAD_REQUEST,
+            "invalid_user_id",
+        ),
+        (
+            "/v1/users/-4/sync",
+            "",
+            StatusCode::BAD_REQUEST,
+            "invalid_user_id",
+        ),
+        (
+            "/v1/users/999999/sync",
+            "",
+            StatusCode::NOT_FOUND,
+            "unknown_user",
+        ),
+        (
+            &format!("/v1/users/{nocal}/sync"),
+            "",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_calendar",
+        ),
+        (
+            &format!("/v1/users/{alice}/sync"),
+            "{not json",
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
     ] {
         let (s, b) = call(&app, "POST", uri, None, body).await;
         assert_eq!(s, status, "{uri}: {b}");
@@ -79,7 +124,10 @@ async fn enqueue_over_http_validates_and_is_idempotent(pool: PgPool) {
     }
     let (s, _) = call(&app, "GET", "/v1/jobs/nope", None, "").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let active: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs").fetch_one(&pool).await.unwrap();
+    let active: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(active, 1, "bad requests enqueue nothing");
 }
 
@@ -87,28 +135,67 @@ async fn enqueue_over_http_validates_and_is_idempotent(pool: PgPool) {
 async fn enqueue_api_requires_the_token_or_loopback(pool: PgPool) {
     let remote = app(&pool, None, "10.1.2.3:5000", true).await;
     let alice = user(&pool, Some("cal-a")).await;
-    let (s, b) = call(&remote, "POST", &format!("/v1/users/{alice}/sync"), None, "").await;
+    let (s, b) = call(
+        &remote,
+        "POST",
+        &format!("/v1/users/{alice}/sync"),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
 
     let with_token = app(&pool, Some("s3cret"), "10.1.2.3:5000", true).await;
-    let (s, _) = call(&with_token, "POST", &format!("/v1/users/{alice}/sync"), None, "").await;
+    let (s, _) = call(
+        &with_token,
+        "POST",
+        &format!("/v1/users/{alice}/sync"),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = call(&with_token, "POST", &format!("/v1/users/{alice}/sync"), Some("wrong"), "").await;
+    let (s, _) = call(
+        &with_token,
+        "POST",
+        &format!("/v1/users/{alice}/sync"),
+        Some("wrong"),
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = call(&with_token, "POST", &format!("/v1/users/{alice}/sync"), Some("s3cret"), "").await;
+    let (s, _) = call(
+        &with_token,
+        "POST",
+        &format!("/v1/users/{alice}/sync"),
+        Some("s3cret"),
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED);
 }
 
 #[sqlx::test(migrations = false)]
 async fn health_readiness_and_metrics(pool: PgPool) {
     let app_ready = app(&pool, None, "127.0.0.1:1", true).await;
-    assert_eq!(call(&app_ready, "GET", "/healthz", None, "").await.0, StatusCode::OK);
-    assert_eq!(call(&app_ready, "GET", "/readyz", None, "").await.0, StatusCode::OK);
+    assert_eq!(
+        call(&app_ready, "GET", "/healthz", None, "").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app_ready, "GET", "/readyz", None, "").await.0,
+        StatusCode::OK
+    );
     let not_ready = app(&pool, None, "127.0.0.1:1", false).await;
-    assert_eq!(call(&not_ready, "GET", "/readyz", None, "").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        call(&not_ready, "GET", "/readyz", None, "").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 
     let alice = user(&pool, Some("cal-a")).await;
-    calsync_domain::queue::enqueue_sync(&pool, alice, "t").await.unwrap();
+    calsync_domain::queue::enqueue_sync(&pool, alice, "t")
+        .await
+        .unwrap();
     let (s, body) = call(&app_ready, "GET", "/metrics", None, "").await;
     assert_eq!(s, StatusCode::OK);
     assert!(body.contains("calsync_jobs{state=\"pending\"} 1"), "{body}");

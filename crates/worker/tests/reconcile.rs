@@ -56,10 +56,12 @@ async fn world(pool: PgPool, calendar_id: &str) -> World {
         .execute(&pool)
         .await
         .unwrap();
-    let room: i64 = sqlx::query_scalar("INSERT INTO rooms (building, number) VALUES ('Smith', '101') RETURNING id")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let room: i64 = sqlx::query_scalar(
+        "INSERT INTO rooms (building, number) VALUES ('Smith', '101') RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     let course: i64 = sqlx::query_scalar(
         "INSERT INTO courses (title, subject, course_number, section_number, start_date, end_date) \
          VALUES ('Databases', 'CS', '340', '002', '2026-01-12', '2026-05-01') RETURNING id",
@@ -101,10 +103,21 @@ async fn world(pool: PgPool, calendar_id: &str) -> World {
 }
 
 async fn exec(pool: &PgPool, sql: &str) {
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).execute(pool).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(pool)
+        .await
+        .unwrap();
 }
 
-async fn user_row(pool: &PgPool, id: i64) -> (bool, Option<chrono::DateTime<chrono::Utc>>, String, Option<String>) {
+async fn user_row(
+    pool: &PgPool,
+    id: i64,
+) -> (
+    bool,
+    Option<chrono::DateTime<chrono::Utc>>,
+    String,
+    Option<String>,
+) {
     sqlx::query_as(
         "SELECT calendar_needs_sync, last_calendar_sync_at, calendar_sync_status, last_sync_error FROM users WHERE id = $1",
     )
@@ -120,7 +133,10 @@ async fn first_sync_writes_the_golden_events_and_clears_the_flag(pool: PgPool) {
     let report = w.engine.sync_user(w.user).await.unwrap();
     assert_eq!((report.inserted, report.updated, report.deleted), (2, 0, 0));
     assert!(report.cleared);
-    let ev = w.fake.event(&w.cal, &format!("cs{}m{}", w.user, w.mt_mon)).expect("event with the deterministic id");
+    let ev = w
+        .fake
+        .event(&w.cal, &format!("cs{}m{}", w.user, w.mt_mon))
+        .expect("event with the deterministic id");
     assert_eq!(ev["summary"], "Databases");
     assert_eq!(ev["description"], "CS-340-002");
     assert_eq!(ev["location"], "Smith 101");
@@ -129,9 +145,15 @@ async fn first_sync_writes_the_golden_events_and_clears_the_flag(pool: PgPool) {
     assert_eq!(ev["start"]["dateTime"], "2026-01-12T14:00:00Z");
     assert_eq!(ev["start"]["timeZone"], "America/New_York");
     assert_eq!(ev["end"]["dateTime"], "2026-01-12T15:15:00Z");
-    assert_eq!(ev["recurrence"], json!(["RRULE:FREQ=WEEKLY;BYDAY=MO;UNTIL=20260502T035959Z"]));
+    assert_eq!(
+        ev["recurrence"],
+        json!(["RRULE:FREQ=WEEKLY;BYDAY=MO;UNTIL=20260502T035959Z"])
+    );
     assert_eq!(ev["extendedProperties"]["private"]["calsync"], "1");
-    assert_eq!(ev["extendedProperties"]["private"]["calsyncMeetingTime"], w.mt_mon.to_string());
+    assert_eq!(
+        ev["extendedProperties"]["private"]["calsyncMeetingTime"],
+        w.mt_mon.to_string()
+    );
     let (flag, last, status, err) = user_row(&w.pool, w.user).await;
     assert!(!flag);
     assert!(last.is_some());
@@ -142,9 +164,19 @@ async fn first_sync_writes_the_golden_events_and_clears_the_flag(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn dst_start_after_spring_forward_has_the_summer_offset(pool: PgPool) {
     let w = world(pool, "c_dst@group.calendar.google.com").await;
-    exec(&w.pool, &format!("UPDATE meeting_times SET start_date = '2026-03-09' WHERE id = {}", w.mt_mon)).await;
+    exec(
+        &w.pool,
+        &format!(
+            "UPDATE meeting_times SET start_date = '2026-03-09' WHERE id = {}",
+            w.mt_mon
+        ),
+    )
+    .await;
     w.engine.sync_user(w.user).await.unwrap();
-    let ev = w.fake.event(&w.cal, &format!("cs{}m{}", w.user, w.mt_mon)).unwrap();
+    let ev = w
+        .fake
+        .event(&w.cal, &format!("cs{}m{}", w.user, w.mt_mon))
+        .unwrap();
     // 09:00 EDT (UTC-4) on Monday 2026-03-09.
     assert_eq!(ev["start"]["dateTime"], "2026-03-09T13:00:00Z");
 }
@@ -163,14 +195,32 @@ async fn second_sync_without_changes_makes_no_writes(pool: PgPool) {
 async fn a_data_change_updates_only_the_affected_event(pool: PgPool) {
     let w = world(pool, "c_change@group.calendar.google.com").await;
     w.engine.sync_user(w.user).await.unwrap();
-    exec(&w.pool, &format!("UPDATE meeting_times SET begin_time = '08:30' WHERE id = {}", w.mt_mon)).await;
+    exec(
+        &w.pool,
+        &format!(
+            "UPDATE meeting_times SET begin_time = '08:30' WHERE id = {}",
+            w.mt_mon
+        ),
+    )
+    .await;
     w.fake.reset_calls();
     let report = w.engine.sync_user(w.user).await.unwrap();
-    assert_eq!((report.updated, report.unchanged, report.inserted), (1, 1, 0));
-    let writes: Vec<_> = w.fake.calls().into_iter().filter(|c| c.is_write()).collect();
+    assert_eq!(
+        (report.updated, report.unchanged, report.inserted),
+        (1, 1, 0)
+    );
+    let writes: Vec<_> = w
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.is_write())
+        .collect();
     assert_eq!(writes.len(), 1);
     assert_eq!(writes[0].method, "events.update");
-    assert_eq!(writes[0].event_id.as_deref(), Some(format!("cs{}m{}", w.user, w.mt_mon).as_str()));
+    assert_eq!(
+        writes[0].event_id.as_deref(),
+        Some(format!("cs{}m{}", w.user, w.mt_mon).as_str())
+    );
     assert!(!user_row(&w.pool, w.user).await.0);
 }
 
@@ -192,15 +242,28 @@ async fn user_deleted_events_are_restored_and_manual_edits_reverted(pool: PgPool
     let w = world(pool, "c_restore@group.calendar.google.com").await;
     w.engine.sync_user(w.user).await.unwrap();
     let mon = format!("cs{}m{}", w.user, w.mt_mon);
-    let ids: Vec<String> = w.fake.live_events(&w.cal).iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = w
+        .fake
+        .live_events(&w.cal)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
     let wed = ids.iter().find(|i| **i != mon).unwrap().clone();
     w.fake.user_delete_event(&w.cal, &mon);
-    w.fake.user_edit_event(&w.cal, &wed, json!({"summary": "Skipping this one", "location": "Beach"}));
+    w.fake.user_edit_event(
+        &w.cal,
+        &wed,
+        json!({"summary": "Skipping this one", "location": "Beach"}),
+    );
     let report = w.engine.sync_user(w.user).await.unwrap();
     assert_eq!((report.restored, report.updated), (1, 1));
     let events = w.fake.live_events(&w.cal);
     assert_eq!(events.len(), 2);
-    assert!(events.iter().all(|e| e["summary"] == "Databases" && e["location"] == "Smith 101"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["summary"] == "Databases" && e["location"] == "Smith 101")
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -211,21 +274,37 @@ async fn stale_events_go_and_foreign_events_stay(pool: PgPool) {
         json!({"summary": "Dentist", "start": {"dateTime": "2026-02-02T15:00:00Z"}, "end": {"dateTime": "2026-02-02T16:00:00Z"}}),
     );
     w.engine.sync_user(w.user).await.unwrap();
-    exec(&w.pool, &format!("DELETE FROM meeting_times WHERE id = {}", w.mt_mon)).await;
+    exec(
+        &w.pool,
+        &format!("DELETE FROM meeting_times WHERE id = {}", w.mt_mon),
+    )
+    .await;
     let report = w.engine.sync_user(w.user).await.unwrap();
     assert_eq!(report.deleted, 1);
     let live = w.fake.live_events(&w.cal);
     assert_eq!(live.len(), 2, "{live:#?}");
-    assert!(live.iter().any(|e| e["id"] == foreign.as_str()), "the student's own event is never touched");
+    assert!(
+        live.iter().any(|e| e["id"] == foreign.as_str()),
+        "the student's own event is never touched"
+    );
     // Re-imported meeting times (new ids) replace the old events instead of orphaning them.
-    exec(&w.pool, &format!("DELETE FROM meeting_times WHERE course_id = {}", w.course)).await;
+    exec(
+        &w.pool,
+        &format!("DELETE FROM meeting_times WHERE course_id = {}", w.course),
+    )
+    .await;
     exec(
         &w.pool,
         &format!("INSERT INTO meeting_times (course_id, day_of_week, begin_time, end_time) VALUES ({}, 5, '13:00', '14:00')", w.course),
     )
     .await;
     w.engine.sync_user(w.user).await.unwrap();
-    let calsync_live: Vec<_> = w.fake.live_events(&w.cal).into_iter().filter(|e| e["id"] != foreign.as_str()).collect();
+    let calsync_live: Vec<_> = w
+        .fake
+        .live_events(&w.cal)
+        .into_iter()
+        .filter(|e| e["id"] != foreign.as_str())
+        .collect();
     assert_eq!(calsync_live.len(), 1);
     assert_eq!(calsync_live[0]["location"], "TBD");
 }
@@ -246,7 +325,12 @@ async fn thousands_of_stale_events_are_paged_through_and_removed(pool: PgPool) {
     let report = w.engine.sync_user(w.user).await.unwrap();
     assert_eq!(report.deleted, 2_600);
     assert_eq!(report.inserted, 2);
-    let lists = w.fake.calls().iter().filter(|c| c.method == "events.list").count();
+    let lists = w
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.method == "events.list")
+        .count();
     assert!(lists >= 2, "more than one page was listed");
     assert_eq!(w.fake.live_events(&w.cal).len(), 2);
 }
@@ -255,8 +339,16 @@ async fn thousands_of_stale_events_are_paged_through_and_removed(pool: PgPool) {
 async fn an_already_deleted_event_counts_as_deleted(pool: PgPool) {
     let w = world(pool, "c_gone@group.calendar.google.com").await;
     w.engine.sync_user(w.user).await.unwrap();
-    exec(&w.pool, &format!("DELETE FROM meeting_times WHERE id = {}", w.mt_mon)).await;
-    w.fake.add_fault(FaultRule::error(410, "deleted").method("events.delete").times(1));
+    exec(
+        &w.pool,
+        &format!("DELETE FROM meeting_times WHERE id = {}", w.mt_mon),
+    )
+    .await;
+    w.fake.add_fault(
+        FaultRule::error(410, "deleted")
+            .method("events.delete")
+            .times(1),
+    );
     let report = w.engine.sync_user(w.user).await.unwrap();
     assert_eq!(report.deleted, 0);
     assert!(report.cleared, "a 410 on delete must not fail the sync");
@@ -269,19 +361,26 @@ async fn a_revoked_refresh_token_marks_the_user_for_reauthentication(pool: PgPoo
     let err = w.engine.sync_user(w.user).await.unwrap_err();
     assert!(err.is_permanent());
     assert_eq!(err.kind(), "needs_reauth");
-    assert!(!err.to_string().contains("rt-1"), "no secret in errors: {err}");
+    assert!(
+        !err.to_string().contains("rt-1"),
+        "no secret in errors: {err}"
+    );
     let (flag, _, status, last) = user_row(&w.pool, w.user).await;
     assert_eq!(status, "needs_reauth");
     assert!(flag || last.is_some());
-    let revoked: bool = sqlx::query_scalar("SELECT revoked FROM google_credentials WHERE user_id = $1")
-        .bind(w.user)
-        .fetch_one(&w.pool)
-        .await
-        .unwrap();
+    let revoked: bool =
+        sqlx::query_scalar("SELECT revoked FROM google_credentials WHERE user_id = $1")
+            .bind(w.user)
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
     assert!(revoked);
     // Next time Google is not even asked.
     w.fake.reset_calls();
-    assert_eq!(w.engine.sync_user(w.user).await.unwrap_err().kind(), "needs_reauth");
+    assert_eq!(
+        w.engine.sync_user(w.user).await.unwrap_err().kind(),
+        "needs_reauth"
+    );
     assert!(w.fake.calls().is_empty());
 }
 
@@ -307,7 +406,8 @@ async fn transient_google_errors_are_retryable(pool: PgPool) {
         FaultRule::non_json(502),
     ] {
         w.fake.clear_faults();
-        w.fake.add_fault(rule.clone().method("events.list").times(1));
+        w.fake
+            .add_fault(rule.clone().method("events.list").times(1));
         let err = w.engine.sync_user(w.user).await.unwrap_err();
         assert!(!err.is_permanent(), "{rule:?} must be retryable: {err}");
         assert!(matches!(err, SyncError::Google { .. }));
@@ -321,12 +421,20 @@ async fn transient_google_errors_are_retryable(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn a_rejected_event_is_a_permanent_error_with_a_clear_message(pool: PgPool) {
     let w = world(pool, "c_bad@group.calendar.google.com").await;
-    w.fake.add_fault(FaultRule::error(400, "invalid").message("Invalid recurrence rule.").method("events.insert").times(1));
+    w.fake.add_fault(
+        FaultRule::error(400, "invalid")
+            .message("Invalid recurrence rule.")
+            .method("events.insert")
+            .times(1),
+    );
     let err = w.engine.sync_user(w.user).await.unwrap_err();
     assert!(err.is_permanent());
     assert_eq!(err.kind(), "bad_request");
     let msg = err.to_string();
-    assert!(msg.contains("events.insert") && msg.contains("Invalid recurrence rule"), "{msg}");
+    assert!(
+        msg.contains("events.insert") && msg.contains("Invalid recurrence rule"),
+        "{msg}"
+    );
     assert!(msg.contains(&w.cal), "{msg}");
 }
 
@@ -341,7 +449,14 @@ async fn an_expired_access_token_is_refreshed_transparently(pool: PgPool) {
     assert_eq!(w.fake.count_calls("token"), 1);
     // Google forgets it (expired early, rotated): 401, refresh once, carry on.
     w.fake.expire_access_tokens();
-    exec(&w.pool, &format!("UPDATE courses SET title = 'Databases II' WHERE id = {}", w.course)).await;
+    exec(
+        &w.pool,
+        &format!(
+            "UPDATE courses SET title = 'Databases II' WHERE id = {}",
+            w.course
+        ),
+    )
+    .await;
     let report = w.engine.sync_user(w.user).await.unwrap();
     assert_eq!(report.updated, 2);
     assert_eq!(w.fake.count_calls("token"), 2);
@@ -350,7 +465,8 @@ async fn an_expired_access_token_is_refreshed_transparently(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn concurrent_syncs_of_one_user_never_duplicate(pool: PgPool) {
     let w = world(pool, "c_concurrent@group.calendar.google.com").await;
-    w.fake.add_fault(FaultRule::latency(Duration::from_millis(50)).method("events.insert"));
+    w.fake
+        .add_fault(FaultRule::latency(Duration::from_millis(50)).method("events.insert"));
     let (a, b) = tokio::join!(w.engine.sync_user(w.user), w.engine.sync_user(w.user));
     let outcomes = [a, b];
     assert!(outcomes.iter().any(|r| r.is_ok()));
@@ -378,7 +494,14 @@ async fn unknown_users_and_users_without_calendar_fail_permanently(pool: PgPool)
     let err = w.engine.sync_user(424_242).await.unwrap_err();
     assert_eq!(err.kind(), "unknown_user");
     assert!(err.is_permanent());
-    exec(&w.pool, &format!("UPDATE users SET google_course_calendar_id = NULL WHERE id = {}", w.user)).await;
+    exec(
+        &w.pool,
+        &format!(
+            "UPDATE users SET google_course_calendar_id = NULL WHERE id = {}",
+            w.user
+        ),
+    )
+    .await;
     let err = w.engine.sync_user(w.user).await.unwrap_err();
     assert_eq!(err.kind(), "no_calendar");
 }
