@@ -88,7 +88,10 @@ impl Ctx {
 }
 
 /// Authenticate a page view; unauthenticated browsers go to the login page.
-#[expect(clippy::result_large_err, reason = "the error is the response handlers return as is")]
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the response handlers return as is"
+)]
 fn view(st: &AppState, headers: &HeaderMap) -> Result<Ctx, Response> {
     match st.keys.session_from(headers) {
         Some(session) => Ok(Ctx {
@@ -100,7 +103,10 @@ fn view(st: &AppState, headers: &HeaderMap) -> Result<Ctx, Response> {
 }
 
 /// Authenticate an action: admin role, same origin, and a valid CSRF token.
-#[expect(clippy::result_large_err, reason = "the error is the response handlers return as is")]
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the response handlers return as is"
+)]
 fn act(st: &AppState, headers: &HeaderMap, form: &Params) -> Result<Session, Response> {
     let Some(session) = st.keys.session_from(headers) else {
         return Err(error_page(

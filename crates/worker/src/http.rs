@@ -119,7 +119,10 @@ async fn metrics(State(st): State<ApiState>) -> Response {
     }
 }
 
-#[expect(clippy::result_large_err, reason = "the error is the response the handler returns as is")]
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the response the handler returns as is"
+)]
 fn authorize(st: &ApiState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), Response> {
     match &st.api_token {
         Some(expected) => {
