@@ -87,6 +87,14 @@ async fn readyz(State(st): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(st): State<ApiState>) -> Response {
+    // Install the recorder before recording, or the first scrape's gauges are lost.
+    let Some(handle) = crate::telemetry::prometheus() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_metrics",
+            "metrics recorder not installed",
+        );
+    };
     // Queue gauges are read at scrape time, so they are exact and cost nothing between scrapes.
     match queue::job_counts(&st.pool).await {
         Ok(counts) => {
@@ -105,18 +113,11 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             .set(c.calendar_missing as f64);
         metrics::gauge!("calsync_users", "state" => "failing").set(c.failing as f64);
     }
-    match crate::telemetry::prometheus() {
-        Some(h) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
-        )
-            .into_response(),
-        None => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_metrics",
-            "metrics recorder not installed",
-        ),
-    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
 }
 
 #[expect(
