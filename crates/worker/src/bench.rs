@@ -111,6 +111,11 @@ async fn run_all(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     rows.extend(trigger_overhead(pool, scaled(20_000.0, args.scale)).await?);
     println!("==> sync against the fake Google API");
     rows.extend(sync_throughput(pool, scaled(200.0, args.scale)).await?);
+    println!(
+        "==> dashboard job pages at {} jobs",
+        scaled(1_000_000.0, args.scale)
+    );
+    rows.extend(dashboard_pages(pool, scaled(1_000_000.0, args.scale)).await?);
     Ok(rows)
 }
 
@@ -457,4 +462,75 @@ async fn sync_throughput(pool: &PgPool, users: i64) -> anyhow::Result<Vec<Row>> 
             "unchanged users cost reads only (calendar check + list), no writes".into(),
         ),
     ])
+}
+
+/// Insert `n` finished sync jobs with ids after `from` (cheap sortable ids, a realistic
+/// mix of states, one user per 50 jobs).
+async fn insert_history(pool: &PgPool, from: i64, n: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, done_at, priority, last_result) \
+         SELECT '01' || lpad(upper(to_hex(g)), 24, '0'), 'sync-calendar', \
+                convert_to(jsonb_build_object('user_id', 1 + g % 20000, 'reason', 'nightly', 'run_id', 1 + g / 20000)::text, 'UTF8'), \
+                CASE WHEN g % 100 = 0 THEN 'Killed' WHEN g % 37 = 0 THEN 'Failed' ELSE 'Done' END, \
+                8, 8, now(), now(), 0, \
+                CASE WHEN g % 100 = 0 OR g % 37 = 0 THEN '{\"Err\": \"HTTP 503 backendError\"}'::jsonb ELSE '{\"Ok\": null}'::jsonb END \
+         FROM generate_series($1, $2) g",
+    )
+    .bind(from)
+    .bind(from + n - 1)
+    .execute(pool)
+    .await?;
+    sqlx::query("ANALYZE apalis.jobs").execute(pool).await?;
+    Ok(())
+}
+
+/// Mean latency of the dashboard's job pages (first page, a state filter, a user filter,
+/// a page deep in the history), rendered through the real router.
+async fn page_latency(app: &axum::Router, deep_before: &str) -> anyhow::Result<f64> {
+    use tower::ServiceExt;
+    let urls = [
+        "/jobs".to_string(),
+        "/jobs?state=failed".into(),
+        "/jobs?user_id=4242".into(),
+        format!("/jobs?before={deep_before}"),
+        format!("/jobs?state=done&before={deep_before}"),
+    ];
+    let rounds = 10;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for url in &urls {
+            let req = axum::http::Request::get(url.as_str())
+                .header("authorization", "Bearer bench-admin-token")
+                .body(axum::body::Body::empty())?;
+            let resp = app.clone().oneshot(req).await?;
+            anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+        }
+    }
+    Ok(start.elapsed().as_secs_f64() * 1000.0 / (rounds * urls.len()) as f64)
+}
+
+async fn dashboard_pages(pool: &PgPool, n: i64) -> anyhow::Result<Vec<Row>> {
+    sqlx::query("DELETE FROM apalis.jobs").execute(pool).await?;
+    let app = calsync_dashboard::router(
+        pool.clone(),
+        calsync_dashboard::DashboardConfig {
+            admin_token: Some("bench-admin-token".into()),
+            page_size: 50,
+            ..Default::default()
+        },
+    )?;
+    let small = 1_000;
+    insert_history(pool, 1, small).await?;
+    let mid = format!("01{:0>24X}", small / 2);
+    let small_ms = page_latency(&app, &mid).await?;
+    insert_history(pool, small + 1, n - small).await?;
+    let mid = format!("01{:0>24X}", n / 2);
+    let big_ms = page_latency(&app, &mid).await?;
+    Ok(vec![Row::new(
+        &format!("dashboard job pages at {n} vs {small} jobs (ms/page)"),
+        big_ms,
+        small_ms,
+        "ms",
+        "keyset pagination: first page, state filter, user filter, deep pages; rendered through the router".into(),
+    )])
 }

@@ -7,13 +7,17 @@ use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberI
 
 use crate::cli::LogFormat;
 
-/// Install the global tracing subscriber. `RUST_LOG` overrides the default filter.
-pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(
-            "info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_postgres=warn,hyper=warn",
-        )
-    });
+/// The default log filter of long-running commands.
+pub const DEFAULT_FILTER: &str =
+    "info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_postgres=warn,hyper=warn";
+/// The default log filter of the demo and the benchmarks, whose output is their own
+/// progress lines: warnings and errors only.
+pub const QUIET_FILTER: &str = "warn,sqlx=error";
+
+/// Install the global tracing subscriber. `RUST_LOG` overrides `default_filter`.
+pub fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(filter);
     let res = match format {
         LogFormat::Pretty => registry.with(fmt::layer().with_target(false)).try_init(),
