@@ -75,7 +75,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn worker(url: Option<&str>, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     crate::runtime::parse_schedule(&args.nightly_schedule)?;
-    let pool = connect(url, args.db_max_connections).await?;
+    // Each running sync holds one connection (its per-user advisory lock) and borrows
+    // others briefly; never let the pool be the bottleneck that times syncs out.
+    let needed = u32::from(args.concurrency) * 2 + 4;
+    if args.db_max_connections < needed {
+        tracing::warn!(
+            configured = args.db_max_connections,
+            using = needed,
+            "CALSYNC_DB_MAX_CONNECTIONS is below 2 × concurrency + 4; raising it"
+        );
+    }
+    let pool = connect(url, args.db_max_connections.max(needed)).await?;
     ensure_migrated(&pool).await?;
     let engine = crate::build_engine(&pool, &args.google)?;
     let (trigger, shutdown) = Shutdown::new();
