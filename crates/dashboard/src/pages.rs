@@ -669,28 +669,65 @@ fn outcome_text(verb: &str, out: &queue::ActionOutcome) -> String {
     s
 }
 
+/// The two operator actions on jobs.
+#[derive(Debug, Clone, Copy)]
+enum JobAction {
+    Retry,
+    Discard,
+}
+
+impl JobAction {
+    fn verb(self) -> &'static str {
+        match self {
+            JobAction::Retry => "Retried",
+            JobAction::Discard => "Discarded",
+        }
+    }
+}
+
+/// Run `action` on the jobs `filter` selects, as the admin who posted `form`, and go
+/// back with the outcome.
+async fn job_action(
+    st: &AppState,
+    headers: &HeaderMap,
+    form: &Params,
+    filter: Result<JobFilter, String>,
+    default_back: &str,
+    action: JobAction,
+) -> Response {
+    let s = match act(st, headers, form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let f = match filter {
+        Ok(f) => f,
+        Err(msg) => return error_page(StatusCode::BAD_REQUEST, "Bad filter", &msg),
+    };
+    let res = match action {
+        JobAction::Retry => queue::retry_jobs(&st.pool, &f, &actor(&s)).await,
+        JobAction::Discard => queue::discard_jobs(&st.pool, &f, &actor(&s)).await,
+    };
+    match res {
+        Ok(out) => back(form, default_back, &outcome_text(action.verb(), &out)),
+        Err(e) => db_error(e),
+    }
+}
+
+fn one_job(id: &str) -> Result<JobFilter, String> {
+    Ok(JobFilter {
+        ids: Some(vec![id.to_string()]),
+        ..Default::default()
+    })
+}
+
 pub(crate) async fn retry_one(
     State(st): St,
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<Params>,
 ) -> Response {
-    let s = match act(&st, &headers, &form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let f = JobFilter {
-        ids: Some(vec![id.clone()]),
-        ..Default::default()
-    };
-    match queue::retry_jobs(&st.pool, &f, &actor(&s)).await {
-        Ok(out) => back(
-            &form,
-            &format!("/jobs/{}", q(&id)),
-            &outcome_text("Retried", &out),
-        ),
-        Err(e) => db_error(e),
-    }
+    let here = format!("/jobs/{}", q(&id));
+    job_action(&st, &headers, &form, one_job(&id), &here, JobAction::Retry).await
 }
 
 pub(crate) async fn discard_one(
@@ -699,22 +736,16 @@ pub(crate) async fn discard_one(
     Path(id): Path<String>,
     Form(form): Form<Params>,
 ) -> Response {
-    let s = match act(&st, &headers, &form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let f = JobFilter {
-        ids: Some(vec![id.clone()]),
-        ..Default::default()
-    };
-    match queue::discard_jobs(&st.pool, &f, &actor(&s)).await {
-        Ok(out) => back(
-            &form,
-            &format!("/jobs/{}", q(&id)),
-            &outcome_text("Discarded", &out),
-        ),
-        Err(e) => db_error(e),
-    }
+    let here = format!("/jobs/{}", q(&id));
+    job_action(
+        &st,
+        &headers,
+        &form,
+        one_job(&id),
+        &here,
+        JobAction::Discard,
+    )
+    .await
 }
 
 pub(crate) async fn retry_many(
@@ -722,18 +753,8 @@ pub(crate) async fn retry_many(
     headers: HeaderMap,
     Form(form): Form<Params>,
 ) -> Response {
-    let s = match act(&st, &headers, &form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let f = match filter_from(&form) {
-        Ok(f) => f,
-        Err(msg) => return error_page(StatusCode::BAD_REQUEST, "Bad filter", &msg),
-    };
-    match queue::retry_jobs(&st.pool, &f, &actor(&s)).await {
-        Ok(out) => back(&form, "/jobs", &outcome_text("Retried", &out)),
-        Err(e) => db_error(e),
-    }
+    let filter = filter_from(&form);
+    job_action(&st, &headers, &form, filter, "/jobs", JobAction::Retry).await
 }
 
 pub(crate) async fn discard_many(
@@ -741,18 +762,8 @@ pub(crate) async fn discard_many(
     headers: HeaderMap,
     Form(form): Form<Params>,
 ) -> Response {
-    let s = match act(&st, &headers, &form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let f = match filter_from(&form) {
-        Ok(f) => f,
-        Err(msg) => return error_page(StatusCode::BAD_REQUEST, "Bad filter", &msg),
-    };
-    match queue::discard_jobs(&st.pool, &f, &actor(&s)).await {
-        Ok(out) => back(&form, "/jobs", &outcome_text("Discarded", &out)),
-        Err(e) => db_error(e),
-    }
+    let filter = filter_from(&form);
+    job_action(&st, &headers, &form, filter, "/jobs", JobAction::Discard).await
 }
 
 // ---------------------------------------------------------------- runs
