@@ -129,7 +129,16 @@ pub async fn serve(
     listen: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DashboardError> {
-    let app = router(pool, config)?;
+    serve_router(router(pool, config)?, listen, shutdown).await
+}
+
+/// Serve an already built [`router`] on `listen` until `shutdown` resolves (lets callers
+/// fail on bad configuration before they bind or announce anything).
+pub async fn serve_router(
+    app: Router,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DashboardError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| DashboardError::Serve {

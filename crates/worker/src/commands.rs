@@ -45,17 +45,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dashboard(args) => {
             let pool = connect(url.as_deref(), 10).await?;
             ensure_migrated(&pool).await?;
-            // Refuse early (closed by default) before announcing anything.
-            let _checked =
-                calsync_dashboard::router(pool.clone(), crate::dashboard_config(&args.auth))?;
-            let config = crate::dashboard_config(&args.auth);
+            // Refuses (closed by default) before anything is announced.
+            let app = calsync_dashboard::router(pool, crate::dashboard_config(&args.auth))?;
             let (trigger, shutdown) = Shutdown::new();
             tokio::spawn(async move {
                 termination_signal().await;
                 trigger.trigger();
             });
             println!("dashboard on http://{}/", args.listen);
-            calsync_dashboard::serve(pool, config, args.listen, shutdown.wait()).await?;
+            calsync_dashboard::serve_router(app, args.listen, shutdown.wait()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => crate::demo::run(url.as_deref(), args).await,

@@ -166,15 +166,13 @@ impl Runtime {
             });
         }
         if let Some(addr) = args.dashboard_listen {
-            let config = crate::dashboard_config(&args.dashboard);
-            let pool = pool.clone();
-            let sd = shutdown.clone();
-            // Fail fast on a dashboard without credentials.
-            let _checked =
+            // Fails fast on a dashboard without credentials.
+            let app =
                 calsync_dashboard::router(pool.clone(), crate::dashboard_config(&args.dashboard))
                     .map_err(|e| RuntimeError::Dashboard(e.to_string()))?;
+            let sd = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) = calsync_dashboard::serve(pool, config, addr, sd.wait()).await {
+                if let Err(e) = calsync_dashboard::serve_router(app, addr, sd.wait()).await {
                     tracing::error!(error = %e, "dashboard stopped");
                 }
             });
