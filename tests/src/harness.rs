@@ -30,8 +30,44 @@ pub fn with_database(url: &str, db: &str) -> String {
     format!("{base}/{db}{tail}")
 }
 
-/// A fresh, migrated database on the server of `server_url`; returns its URL and a pool.
-pub async fn fresh_database(server_url: &str) -> (String, PgPool) {
+/// A scratch database, dropped (connections and all) when the guard goes out of scope,
+/// so test runs against a long-lived server leave nothing behind.
+pub struct ScratchDb {
+    server_url: String,
+    name: String,
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let server_url = self.server_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&server_url)
+                    .await
+                    .ok()?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&admin)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A fresh, migrated database on the server of `server_url`: its URL, a pool, and the
+/// guard that drops it.
+pub async fn fresh_database(server_url: &str) -> (String, PgPool, ScratchDb) {
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect(server_url)
@@ -43,6 +79,10 @@ pub async fn fresh_database(server_url: &str) -> (String, PgPool) {
         .await
         .expect("create database");
     admin.close().await;
+    let guard = ScratchDb {
+        server_url: server_url.to_string(),
+        name: name.clone(),
+    };
     let url = with_database(server_url, &name);
     let pool = PgPoolOptions::new()
         .max_connections(10)
@@ -50,7 +90,7 @@ pub async fn fresh_database(server_url: &str) -> (String, PgPool) {
         .await
         .expect("connect to scratch database");
     calsync_domain::migrate(&pool).await.expect("migrate");
-    (url, pool)
+    (url, pool, guard)
 }
 
 /// A random number without pulling in an RNG crate.

@@ -27,7 +27,7 @@ fn calsync(db_url: Option<&str>, args: &[&str]) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_commands_drive_a_running_worker() {
     let fake = FakeGoogle::start().await.unwrap();
-    let (url, pool) = fresh_database(&base_url()).await;
+    let (url, pool, _db) = fresh_database(&base_url()).await;
     let (ok, out) = calsync(Some(&url), &["migrate"]);
     assert!(ok, "{out}");
     assert!(out.contains("database migrated"));
@@ -88,7 +88,7 @@ async fn bad_configuration_fails_fast_with_a_clear_message() {
     assert!(!ok);
     assert!(out.contains("DATABASE_URL is not set"), "{out}");
 
-    let (url, _pool) = fresh_database(&base_url()).await;
+    let (url, _pool, _db) = fresh_database(&base_url()).await;
     let (ok, out) = calsync(Some(&url), &["worker", "--nightly-schedule", "30 3 * * *"]);
     assert!(!ok);
     assert!(
@@ -119,6 +119,12 @@ async fn bad_configuration_fails_fast_with_a_clear_message() {
         .await
         .unwrap();
     let (ok, out) = calsync(Some(&with_database(&base_url(), &name)), &["worker"]);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
     assert!(!ok);
     assert!(out.contains("calsync migrate"), "{out}");
 

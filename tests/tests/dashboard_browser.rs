@@ -156,7 +156,7 @@ async fn log_in(c: &Client, base: &str, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_logs_in_retries_a_failed_job_and_sees_it_succeed() {
     let fake = FakeGoogle::start().await.unwrap();
-    let (url, pool) = fresh_database(&base_url()).await;
+    let (url, pool, _db) = fresh_database(&base_url()).await;
     let users = seed_university(&pool, &fake, 1).await;
     let job = failed_job(&pool, users[0]).await;
     let addr = serve_dashboard(&pool).await;
@@ -217,7 +217,7 @@ async fn admin_logs_in_retries_a_failed_job_and_sees_it_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readonly_login_shows_no_actions() {
-    let (_url, pool) = fresh_database(&base_url()).await;
+    let (_url, pool, _db) = fresh_database(&base_url()).await;
     let fake = FakeGoogle::start().await.unwrap();
     let users = seed_university(&pool, &fake, 1).await;
     let job = failed_job(&pool, users[0]).await;

@@ -33,7 +33,7 @@ fn assert_calendar(fake: &FakeGoogle, cal: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_fan_out_each_tick_once_and_sync_each_user_once() {
     let fake = FakeGoogle::start().await.unwrap();
-    let (url, pool) = fresh_database(&base_url()).await;
+    let (url, pool, _db) = fresh_database(&base_url()).await;
     let users = seed_university(&pool, &fake, 60).await;
     let args = [
         "--nightly-schedule",
@@ -124,7 +124,7 @@ async fn three_replicas_fan_out_each_tick_once_and_sync_each_user_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_job_is_recovered_by_another_worker_without_duplicates() {
     let fake = FakeGoogle::start().await.unwrap();
-    let (url, pool) = fresh_database(&base_url()).await;
+    let (url, pool, _db) = fresh_database(&base_url()).await;
     let users = seed_university(&pool, &fake, 1).await;
     // Slow inserts keep the job in flight long enough to kill its worker mid-sync.
     fake.add_fault(FaultRule::latency(Duration::from_millis(700)).method("events.insert"));
@@ -177,7 +177,7 @@ async fn kill_9_mid_job_is_recovered_by_another_worker_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_in_flight_job_finish() {
     let fake = FakeGoogle::start().await.unwrap();
-    let (url, pool) = fresh_database(&base_url()).await;
+    let (url, pool, _db) = fresh_database(&base_url()).await;
     let users = seed_university(&pool, &fake, 1).await;
     fake.add_fault(FaultRule::latency(Duration::from_millis(300)).method("events.insert"));
     let mut w = WorkerProcess::spawn(
@@ -206,7 +206,7 @@ async fn sigterm_lets_the_in_flight_job_finish() {
 async fn worker_recovers_from_a_postgres_restart() {
     let cluster = PrivateCluster::start();
     let fake = FakeGoogle::start().await.unwrap();
-    let (url, pool) = fresh_database(&cluster.url()).await;
+    let (url, pool, _db) = fresh_database(&cluster.url()).await;
     let users = seed_university(&pool, &fake, 10).await;
     let mut w = WorkerProcess::spawn(
         &url,
@@ -262,7 +262,7 @@ async fn worker_recovers_from_a_postgres_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injected_google_ends_with_everyone_synced_or_correctly_marked() {
     let fake = FakeGoogle::start().await.unwrap();
-    let (url, pool) = fresh_database(&base_url()).await;
+    let (url, pool, _db) = fresh_database(&base_url()).await;
     let users = seed_university(&pool, &fake, 30).await;
     fast_retries(&pool).await;
     let revoked = users[0];
@@ -338,7 +338,7 @@ async fn fault_injected_google_ends_with_everyone_synced_or_correctly_marked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_payloads_fail_their_job_and_never_stop_the_worker() {
     let fake = FakeGoogle::start().await.unwrap();
-    let (url, pool) = fresh_database(&base_url()).await;
+    let (url, pool, _db) = fresh_database(&base_url()).await;
     let users = seed_university(&pool, &fake, 2).await;
     let mut w = WorkerProcess::spawn(
         &url,
