@@ -208,3 +208,30 @@ BEGIN
     END IF;
     RETURN v_id;
 END $$;
+
+-- The earliest next attempt a job asked for (Google's daily quota says "not before an
+-- hour"); the backoff trigger never schedules a retry earlier than this.
+CREATE TABLE calsync.retry_hints (
+    job_id     text PRIMARY KEY,
+    not_before timestamptz NOT NULL
+);
+
+CREATE OR REPLACE FUNCTION calsync.apply_retry_hint() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    hint timestamptz;
+BEGIN
+    IF NEW.job_type = 'sync-calendar' AND NEW.status = 'Failed' AND OLD.status <> 'Failed' THEN
+        DELETE FROM calsync.retry_hints WHERE job_id = NEW.id RETURNING not_before INTO hint;
+        IF hint IS NOT NULL AND hint > NEW.run_at THEN
+            NEW.run_at := hint;
+        END IF;
+    ELSIF NEW.status IN ('Done', 'Killed') THEN
+        DELETE FROM calsync.retry_hints WHERE job_id = NEW.id;
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- Runs after calsync_jobs_before_write (triggers fire in name order) so it sees the
+-- backoff's run_at.
+CREATE TRIGGER calsync_jobs_retry_hint BEFORE UPDATE ON apalis.jobs
+    FOR EACH ROW EXECUTE FUNCTION calsync.apply_retry_hint();

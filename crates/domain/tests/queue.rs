@@ -343,3 +343,33 @@ async fn retry_and_discard_respect_one_active_job_per_user(pool: PgPool) {
             .any(|(q, s, n)| q == "sync-calendar" && *s == JobState::Killed && *n >= 2)
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_retry_hint_pushes_the_next_attempt_past_the_backoff(pool: PgPool) {
+    let u = seed(&pool).await;
+    let id = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    exec(
+        &pool,
+        &format!("UPDATE apalis.jobs SET status = 'Running' WHERE id = '{id}'"),
+    )
+    .await;
+    // The handler learned Google wants an hour (daily quota)…
+    exec(
+        &pool,
+        &format!("INSERT INTO calsync.retry_hints (job_id, not_before) VALUES ('{id}', now() + interval '1 hour')"),
+    )
+    .await;
+    // …and apalis acks the failure.
+    exec(
+        &pool,
+        &format!("UPDATE apalis.jobs SET status = 'Failed', attempts = 1 WHERE id = '{id}'"),
+    )
+    .await;
+    let (_, _, _, _, delay) = job_row(&pool, &id).await;
+    assert!(delay > 3500.0, "run_at must honour the hint, got {delay} s");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM calsync.retry_hints")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "a hint is used once");
+}

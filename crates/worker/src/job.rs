@@ -85,6 +85,19 @@ async fn run(
             Err(AbortError::new(e).into())
         }
         Err(e) => {
+            if let Some(wait) = e.retry_after() {
+                let hint = sqlx::query(
+                    "INSERT INTO calsync.retry_hints (job_id, not_before) VALUES ($1, now() + $2 * interval '1 second') \
+                     ON CONFLICT (job_id) DO UPDATE SET not_before = EXCLUDED.not_before",
+                )
+                .bind(&job_id)
+                .bind(wait.as_secs_f64())
+                .execute(&deps.pool)
+                .await;
+                if let Err(db) = hint {
+                    tracing::warn!(job_id, error = %db, "could not record the retry-after hint");
+                }
+            }
             let max_attempts: i32 =
                 sqlx::query_scalar("SELECT max_attempts FROM apalis.jobs WHERE id = $1")
                     .bind(&job_id)

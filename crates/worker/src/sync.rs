@@ -79,6 +79,17 @@ impl SyncError {
         }
     }
 
+    /// The earliest time a retry makes sense, when Google asked for a long wait.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            SyncError::Google {
+                source: GoogleError::Retryable { retry_after, .. },
+                ..
+            } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// A stable short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

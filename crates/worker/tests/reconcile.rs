@@ -505,3 +505,30 @@ async fn unknown_users_and_users_without_calendar_fail_permanently(pool: PgPool)
     let err = w.engine.sync_user(w.user).await.unwrap_err();
     assert_eq!(err.kind(), "no_calendar");
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_daily_quota_error_asks_for_a_long_wait(pool: PgPool) {
+    let w = world(pool, "c_quota@group.calendar.google.com").await;
+    w.fake.add_fault(
+        FaultRule::error(403, "quotaExceeded")
+            .method("events.list")
+            .times(1),
+    );
+    let err = w.engine.sync_user(w.user).await.unwrap_err();
+    assert!(!err.is_permanent());
+    assert_eq!(err.kind(), "rate_limited");
+    assert!(
+        err.retry_after()
+            .is_some_and(|d| d >= Duration::from_secs(3600))
+    );
+    // A short rate limit leaves the pacing to the exponential backoff.
+    w.fake.add_fault(
+        FaultRule::error(429, "rateLimitExceeded")
+            .method("events.list")
+            .times(1),
+    );
+    assert_eq!(
+        w.engine.sync_user(w.user).await.unwrap_err().retry_after(),
+        None
+    );
+}
