@@ -26,6 +26,50 @@ const LOCK_NAMESPACE: i32 = 0x6361_6c73; // "cals"
 /// Passes a sync makes when the schedule keeps changing under it.
 const MAX_PASSES: u32 = 3;
 
+/// A per-user session advisory lock on a pooled connection. If the sync is cancelled
+/// (job timeout) or panics before [`UserLock::unlock`], the connection is closed instead
+/// of going back to the pool, so the lock cannot outlive the sync.
+struct UserLock {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    user_id: i64,
+}
+
+impl UserLock {
+    async fn try_lock(&mut self) -> Result<bool, sqlx::Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(false);
+        };
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2::int)")
+            .bind(LOCK_NAMESPACE)
+            .bind(self.user_id as i32)
+            .fetch_one(&mut **conn)
+            .await
+    }
+
+    async fn unlock(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2::int)")
+                .bind(LOCK_NAMESPACE)
+                .bind(self.user_id as i32)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                // Could not unlock: close the connection, which releases the lock.
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+impl Drop for UserLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Not unlocked (cancelled or panicked): closing the connection releases it.
+            drop(conn.detach());
+        }
+    }
+}
+
 /// What one sync did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncReport {
@@ -121,26 +165,18 @@ impl SyncEngine {
         let db = |source: DomainError| SyncError::Database { user_id, source };
         // Two syncs of one user must never interleave: a session advisory lock on a
         // connection held for the whole sync (released when it ends or the process dies).
-        let mut lock_conn = self.pool.acquire().await.map_err(|e| db(e.into()))?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2::int)")
-            .bind(LOCK_NAMESPACE)
-            .bind(user_id as i32)
-            .fetch_one(&mut *lock_conn)
-            .await
-            .map_err(|e| db(e.into()))?;
-        if !locked {
+        let conn = self.pool.acquire().await.map_err(|e| db(e.into()))?;
+        let mut lock = UserLock {
+            conn: Some(conn),
+            user_id,
+        };
+        if !lock.try_lock().await.map_err(|e| db(e.into()))? {
+            // Not ours: the connection holds nothing and may go back to the pool.
+            drop(lock.conn.take());
             return Err(SyncError::AlreadyRunning(user_id));
         }
         let res = self.sync_locked(user_id).await;
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2::int)")
-            .bind(LOCK_NAMESPACE)
-            .bind(user_id as i32)
-            .execute(&mut *lock_conn)
-            .await;
-        if unlocked.is_err() {
-            // The lock dies with the connection; make sure it is not reused.
-            let _ = lock_conn.detach();
-        }
+        lock.unlock().await;
         metrics::histogram!("calsync_sync_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         let mut report = match res {

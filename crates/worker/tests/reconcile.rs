@@ -532,3 +532,42 @@ async fn a_daily_quota_error_asks_for_a_long_wait(pool: PgPool) {
         None
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_cancelled_sync_does_not_leave_the_user_locked(pool: PgPool) {
+    let w = world(pool, "c_cancel@group.calendar.google.com").await;
+    w.fake
+        .add_fault(FaultRule::latency(Duration::from_secs(5)).method("events.list"));
+    // The job timeout drops the sync future while it holds the user's lock.
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(300), w.engine.sync_user(w.user)).await;
+    assert!(
+        cancelled.is_err(),
+        "the sync should have been cancelled mid-flight"
+    );
+    // The lock's connection is closed rather than pooled, so the server drops the lock.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        )
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+        if held == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the advisory lock outlived the cancelled sync"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.fake.clear_faults();
+    let report = w
+        .engine
+        .sync_user(w.user)
+        .await
+        .expect("the lock died with the cancelled sync");
+    assert!(report.cleared);
+}
