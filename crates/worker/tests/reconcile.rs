@@ -549,7 +549,8 @@ async fn a_cancelled_sync_does_not_leave_the_user_locked(pool: PgPool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .fetch_one(&w.pool)
         .await
