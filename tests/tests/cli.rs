@@ -78,6 +78,10 @@ async fn cli_commands_drive_a_running_worker() {
     let (ok, out) = calsync(Some(&url), &["status"]);
     assert!(ok && out.contains("flagged:        5"), "{out}");
 
+    let (ok, out) = calsync(Some(&url), &["prune", "--older-than-days", "0"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("deleted 5 finished jobs"), "{out}");
+
     let (ok, out) = calsync(Some(&url), &["nightly"]);
     assert!(!ok && out.contains("--now"), "{out}");
 }

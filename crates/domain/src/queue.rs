@@ -458,3 +458,29 @@ pub async fn audit(
         .await?;
     Ok(())
 }
+
+/// Delete finished sync jobs (done, killed, failed for good) that finished more than
+/// `older_than_days` ago, in batches so no statement holds many row locks for long.
+/// Active jobs are never touched. Returns how many were deleted.
+pub async fn prune_finished_jobs(pool: &PgPool, older_than_days: u32) -> Result<u64, DomainError> {
+    let mut total = 0u64;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM apalis.jobs WHERE id IN ( \
+                 SELECT id FROM apalis.jobs j \
+                 WHERE j.job_type = $1 \
+                   AND (j.status IN ('Done', 'Killed') OR (j.status = 'Failed' AND j.attempts >= j.max_attempts)) \
+                   AND coalesce(j.done_at, j.run_at) < now() - make_interval(days => $2) \
+                 LIMIT 10000 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(SYNC_QUEUE)
+        .bind(older_than_days as i32)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < 10_000 {
+            return Ok(total);
+        }
+    }
+}

@@ -373,3 +373,32 @@ async fn a_retry_hint_pushes_the_next_attempt_past_the_backoff(pool: PgPool) {
         .unwrap();
     assert_eq!(left, 0, "a hint is used once");
 }
+
+#[sqlx::test(migrations = false)]
+async fn pruning_removes_only_old_finished_jobs(pool: PgPool) {
+    let u = seed(&pool).await;
+    let old_done = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Done', done_at = now() - interval '40 days' WHERE id = '{old_done}'")).await;
+    let old_killed = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Killed', done_at = now() - interval '40 days' WHERE id = '{old_killed}'")).await;
+    let recent_done = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Done', done_at = now() - interval '2 days' WHERE id = '{recent_done}'")).await;
+    // An old but still active (pending) job stays.
+    let old_pending = queue::enqueue_sync(&pool, u.bob, "t").await.unwrap();
+    exec(
+        &pool,
+        &format!(
+            "UPDATE apalis.jobs SET run_at = now() - interval '90 days' WHERE id = '{old_pending}'"
+        ),
+    )
+    .await;
+
+    assert_eq!(queue::prune_finished_jobs(&pool, 30).await.unwrap(), 2);
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM apalis.jobs ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut want = vec![recent_done, old_pending];
+    want.sort();
+    assert_eq!(left, want);
+}

@@ -44,6 +44,8 @@ pub enum Command {
     MarkAll,
     /// Print flagged / due / failed counts.
     Status(StatusArgs),
+    /// Delete finished jobs older than the retention period.
+    Prune(PruneArgs),
     /// Serve the jobs dashboard.
     Dashboard(DashboardArgs),
     /// One-command demo: Postgres, a seeded university, the fake Google API, a nightly
@@ -144,6 +146,9 @@ pub struct WorkerArgs {
     /// Poll interval in seconds (fallback to LISTEN/NOTIFY; picks up retries whose backoff ended).
     #[arg(long, env = "CALSYNC_POLL_SECS", default_value_t = 2)]
     pub poll_secs: u64,
+    /// After each nightly pass, delete finished jobs older than this many days (0: never).
+    #[arg(long, env = "CALSYNC_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u32,
     /// Longest a single sync may take, in seconds.
     #[arg(long, env = "CALSYNC_JOB_TIMEOUT_SECS", default_value_t = 600)]
     pub job_timeout_secs: u64,
@@ -189,6 +194,14 @@ pub struct SyncUserArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+}
+
+/// `calsync prune`.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Keep finished jobs for this many days.
+    #[arg(long, env = "CALSYNC_RETENTION_DAYS", default_value_t = 30)]
+    pub older_than_days: u32,
 }
 
 /// `calsync status`.

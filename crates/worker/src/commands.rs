@@ -42,6 +42,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => status(url.as_deref(), args).await,
+        Command::Prune(args) => {
+            let pool = connect(url.as_deref(), 2).await?;
+            ensure_migrated(&pool).await?;
+            let n = queue::prune_finished_jobs(&pool, args.older_than_days).await?;
+            println!(
+                "deleted {n} finished jobs older than {} days",
+                args.older_than_days
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dashboard(args) => {
             let pool = connect(url.as_deref(), 10).await?;
             ensure_migrated(&pool).await?;

@@ -198,6 +198,7 @@ impl Runtime {
         }));
         if !args.no_cron {
             let tz = args.nightly_time_zone;
+            let retention_days = args.retention_days;
             tasks.spawn(supervise("nightly-cron", shutdown.clone(), {
                 let pool = pool.clone();
                 let base = base.clone();
@@ -205,7 +206,7 @@ impl Runtime {
                     let pool = pool.clone();
                     let schedule = schedule.clone();
                     let name = format!("{base}-cron-{generation}");
-                    async move { run_cron(pool, schedule, tz, name, sd).await }
+                    async move { run_cron(pool, schedule, tz, retention_days, name, sd).await }
                 }
             }));
         }
@@ -312,12 +313,24 @@ pub const CATCH_UP_HOURS: i64 = 6;
 struct CronDeps {
     pool: PgPool,
     worker: String,
+    retention_days: u32,
 }
 
 async fn nightly_tick(tick: Tick<chrono_tz::Tz>, deps: Data<CronDeps>) -> Result<(), BoxDynError> {
     let ts = i64::try_from(tick.get_timestamp()).unwrap_or(i64::MAX);
     let scheduled_for: DateTime<Utc> = DateTime::from_timestamp(ts, 0).unwrap_or_else(Utc::now);
-    run_pass(&deps.pool, scheduled_for, RunTrigger::Cron, &deps.worker).await?;
+    let won = run_pass(&deps.pool, scheduled_for, RunTrigger::Cron, &deps.worker).await?;
+    // The replica that ran the pass also trims the job history.
+    if won.is_some() && deps.retention_days > 0 {
+        match queue::prune_finished_jobs(&deps.pool, deps.retention_days).await {
+            Ok(n) => tracing::info!(
+                deleted = n,
+                retention_days = deps.retention_days,
+                "pruned finished jobs"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+        }
+    }
     Ok(())
 }
 
@@ -371,6 +384,7 @@ async fn run_cron(
     pool: PgPool,
     schedule: cron::Schedule,
     tz: chrono_tz::Tz,
+    retention_days: u32,
     name: String,
     shutdown: Shutdown,
 ) -> Result<(), String> {
@@ -399,7 +413,11 @@ async fn run_cron(
     let backend = CronScheduler::new(schedule).with_timezone(tz);
     let worker = WorkerBuilder::new(name.clone())
         .backend(backend)
-        .data(CronDeps { pool, worker: name })
+        .data(CronDeps {
+            pool,
+            worker: name,
+            retention_days,
+        })
         .build(nightly_tick);
     worker
         .run_until(async move {
