@@ -5,7 +5,8 @@ use std::{collections::HashMap, fmt::Write, sync::Arc};
 
 use axum::{
     Form,
-    extract::{Path, Query, State},
+    extract::{FromRequestParts, Path, Query, State},
+    http::request::Parts,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
 };
@@ -51,7 +52,7 @@ fn db_error(e: impl std::fmt::Display) -> Response {
 }
 
 /// Rendering context of an authenticated page.
-struct Ctx {
+pub(crate) struct Ctx {
     session: Session,
     csrf: String,
 }
@@ -87,18 +88,19 @@ impl Ctx {
     }
 }
 
-/// Authenticate a page view; unauthenticated browsers go to the login page.
-#[expect(
-    clippy::result_large_err,
-    reason = "the error is the response handlers return as is"
-)]
-fn view(st: &AppState, headers: &HeaderMap) -> Result<Ctx, Response> {
-    match st.keys.session_from(headers) {
-        Some(session) => Ok(Ctx {
-            csrf: st.keys.csrf_token(&session),
-            session,
-        }),
-        None => Err(Redirect::to("/login").into_response()),
+/// An authenticated page view: extracting it sends unauthenticated browsers to the
+/// login page, so no page handler can forget the check.
+impl FromRequestParts<Arc<AppState>> for Ctx {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Ctx, Response> {
+        match st.keys.session_from(&parts.headers) {
+            Some(session) => Ok(Ctx {
+                csrf: st.keys.csrf_token(&session),
+                session,
+            }),
+            None => Err(Redirect::to("/login").into_response()),
+        }
     }
 }
 
@@ -235,15 +237,7 @@ pub(crate) async fn logout(
 
 // ---------------------------------------------------------------- overview
 
-pub(crate) async fn overview(
-    State(st): St,
-    headers: HeaderMap,
-    Query(p): Query<Params>,
-) -> Response {
-    let ctx = match view(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn overview(State(st): St, ctx: Ctx, Query(p): Query<Params>) -> Response {
     let (counts, users, runs) = match tokio::try_join!(
         queue::job_counts(&st.pool),
         users::counts(&st.pool),
@@ -453,11 +447,7 @@ fn jobs_table(rows: &[JobRow]) -> String {
     t
 }
 
-pub(crate) async fn jobs(State(st): St, headers: HeaderMap, Query(p): Query<Params>) -> Response {
-    let ctx = match view(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn jobs(State(st): St, ctx: Ctx, Query(p): Query<Params>) -> Response {
     let f = match filter_from(&p) {
         Ok(f) => f,
         Err(msg) => return error_page(StatusCode::BAD_REQUEST, "Bad filter", &msg),
@@ -529,14 +519,10 @@ pub(crate) async fn jobs(State(st): St, headers: HeaderMap, Query(p): Query<Para
 
 pub(crate) async fn job(
     State(st): St,
-    headers: HeaderMap,
+    ctx: Ctx,
     Path(id): Path<String>,
     Query(p): Query<Params>,
 ) -> Response {
-    let ctx = match view(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT j.id, j.job_type, {} AS state, j.status, j.attempts, j.max_attempts, j.run_at, j.lock_by, j.lock_at, \
                 j.done_at, j.last_result, j.idempotency_key, j.priority, calsync.job_payload(j.job) AS payload, \
@@ -816,11 +802,7 @@ fn runs_table(runs: &[queue::NightlyRun]) -> String {
     t
 }
 
-pub(crate) async fn runs(State(st): St, headers: HeaderMap, Query(p): Query<Params>) -> Response {
-    let ctx = match view(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn runs(State(st): St, ctx: Ctx, Query(p): Query<Params>) -> Response {
     let runs = match queue::recent_nightly_runs(&st.pool, 100).await {
         Ok(r) => r,
         Err(e) => return db_error(e),
@@ -845,14 +827,10 @@ pub(crate) async fn runs(State(st): St, headers: HeaderMap, Query(p): Query<Para
 
 pub(crate) async fn run(
     State(st): St,
-    headers: HeaderMap,
+    ctx: Ctx,
     Path(id): Path<i64>,
     Query(p): Query<Params>,
 ) -> Response {
-    let ctx = match view(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let run = match queue::nightly_run(&st.pool, id).await {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -961,11 +939,7 @@ const USER_FILTERS: [(&str, &str); 6] = [
     ("failing", "calendar_sync_status = 'failing'"),
 ];
 
-pub(crate) async fn users(State(st): St, headers: HeaderMap, Query(p): Query<Params>) -> Response {
-    let ctx = match view(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn users(State(st): St, ctx: Ctx, Query(p): Query<Params>) -> Response {
     let search = p.get("q").map(|s| s.trim().to_string()).unwrap_or_default();
     let status = p.get("status").cloned().unwrap_or_default();
     let cond = match USER_FILTERS.iter().find(|(k, _)| *k == status) {
@@ -1069,14 +1043,10 @@ pub(crate) async fn users(State(st): St, headers: HeaderMap, Query(p): Query<Par
 
 pub(crate) async fn user(
     State(st): St,
-    headers: HeaderMap,
+    ctx: Ctx,
     Path(id): Path<i64>,
     Query(p): Query<Params>,
 ) -> Response {
-    let ctx = match view(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let u = match users::get(&st.pool, id).await {
         Ok(u) => u,
         Err(DomainError::UnknownUser(_)) => {
@@ -1185,11 +1155,7 @@ pub(crate) async fn sync_user(
 
 // ---------------------------------------------------------------- audit
 
-pub(crate) async fn audit(State(st): St, headers: HeaderMap, Query(p): Query<Params>) -> Response {
-    let ctx = match view(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn audit(State(st): St, ctx: Ctx, Query(p): Query<Params>) -> Response {
     let rows: Vec<(i64, DateTime<Utc>, String, String, serde_json::Value)> = match sqlx::query_as(
         "SELECT id, at, actor, action, detail FROM calsync.audit_log ORDER BY id DESC LIMIT 200",
     )
