@@ -176,6 +176,21 @@ pub async fn record_failure(
     Ok(())
 }
 
+/// Record the error of a failed sync attempt that will be retried: the status stays as
+/// it is, the error is shown on the dashboard until the next success.
+pub async fn record_error(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    error: &str,
+) -> Result<(), DomainError> {
+    sqlx::query("UPDATE users SET last_sync_error = $2, last_sync_error_at = now(), updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Counts for `calsync status` and the dashboard.
 #[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
 pub struct UserCounts {

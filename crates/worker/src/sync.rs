@@ -207,15 +207,7 @@ impl SyncEngine {
             Some(status) => {
                 users::record_failure(&self.pool, user_id, status, &e.to_string()).await
             }
-            None => sqlx::query(
-                "UPDATE users SET last_sync_error = $2, last_sync_error_at = now() WHERE id = $1",
-            )
-            .bind(user_id)
-            .bind(e.to_string())
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(DomainError::from),
+            None => users::record_error(&self.pool, user_id, &e.to_string()).await,
         };
         if let Err(db) = res {
             tracing::error!(user_id, error = %db, "could not record the sync failure");
