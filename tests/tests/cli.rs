@@ -55,8 +55,14 @@ async fn cli_commands_drive_a_running_worker() {
     let (ok, out) = calsync(Some(&url), &["nightly", "--now"]);
     assert!(ok, "{out}");
     assert!(out.contains("4 users to sync"), "{out}");
-    wait_until("nightly pass synced", Duration::from_secs(60), || async {
-        unsynced_users(&pool).await == 0
+    // Users are marked synced before apalis acknowledges their jobs: wait for the acks.
+    wait_until("nightly pass done", Duration::from_secs(60), || async {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        unsynced_users(&pool).await == 0 && done == 5
     })
     .await;
 

@@ -50,7 +50,7 @@ async fn three_replicas_fan_out_each_tick_once_and_sync_each_user_once() {
         .collect();
 
     wait_until("every user synced", Duration::from_secs(90), || async {
-        unsynced_users(&pool).await == 0
+        unsynced_users(&pool).await == 0 && active_jobs(&pool).await == 0
     })
     .await;
     // Let at least two more ticks fire on all three replicas.
