@@ -69,12 +69,6 @@ PGTMP=$(mktemp -d "${TMPDIR:-/tmp}/calsync-pg.XXXXXX")
 chmod 755 "$PGTMP"
 [[ ${#RUN_AS[@]} -gt 0 ]] && chown "$PG_USER" "$PGTMP"
 
-port=""
-for p in $(seq 54320 54420); do
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
-done
-[[ -n "$port" ]] || { log "no free port in 54320-54420"; exit 1; }
-
 cleanup() {
   local rc=$?
   as_pg "$PG_CTL" -D "$PGTMP/data" -m immediate stop >/dev/null 2>&1 || true
@@ -84,12 +78,27 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "starting a throwaway PostgreSQL ($("$INITDB" --version | awk '{print $NF}')) in $PGTMP on port $port"
 as_pg "$INITDB" -D "$PGTMP/data" -U postgres --auth=trust --encoding=UTF8 --no-locale >"$PGTMP/initdb.log" 2>&1 \
   || { cat "$PGTMP/initdb.log" >&2; exit 1; }
-as_pg "$PG_CTL" -D "$PGTMP/data" -l "$PGTMP/postgres.log" -w -t 60 \
-  -o "-p $port -k $PGTMP -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB" \
-  start >/dev/null || { cat "$PGTMP/postgres.log" >&2; exit 1; }
+
+# Ports below the kernel's ephemeral range (32768+), so an outgoing connection cannot
+# hold the one we pick; start at a random one and move on if it is taken anyway.
+port=""
+candidate=$(( 20000 + RANDOM % 9000 ))
+for attempt in $(seq 1 25); do
+  p=$(( candidate + attempt ))
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
+  if as_pg "$PG_CTL" -D "$PGTMP/data" -l "$PGTMP/postgres.log" -w -t 60 \
+      -o "-p $p -k $PGTMP -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB" \
+      start >/dev/null 2>&1; then
+    port=$p
+    break
+  fi
+  grep -q "already in use" "$PGTMP/postgres.log" 2>/dev/null || { cat "$PGTMP/postgres.log" >&2; exit 1; }
+  : > "$PGTMP/postgres.log"
+done
+[[ -n "$port" ]] || { log "could not find a free port for PostgreSQL"; cat "$PGTMP/postgres.log" >&2; exit 1; }
+log "started a throwaway PostgreSQL ($("$INITDB" --version | awk '{print $NF}')) in $PGTMP on port $port"
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 export CALSYNC_PG_DATA="$PGTMP/data" CALSYNC_PG_CTL="$PG_CTL"

@@ -357,12 +357,11 @@ impl PrivateCluster {
         if let Some(user) = &run_as {
             let _ = Command::new("chown").arg(user).arg(&dir).status();
         }
-        let port = free_port();
         let mut cluster = PrivateCluster {
             dir,
             pg_ctl,
             run_as,
-            port,
+            port: free_port(),
         };
         let data = cluster.dir.join("data");
         let st = cluster
@@ -381,14 +380,32 @@ impl PrivateCluster {
             .status()
             .expect("initdb");
         assert!(st.success(), "initdb failed");
-        cluster.port = port;
-        cluster.pg_ctl_cmd("start");
-        cluster
+        // A port found free can be taken by someone else before the server binds it:
+        // try a few.
+        for attempt in 0..5 {
+            if attempt > 0 {
+                cluster.port = free_port();
+            }
+            if cluster.try_pg_ctl("start") {
+                return cluster;
+            }
+        }
+        panic!(
+            "could not start a private PostgreSQL; see {}",
+            cluster.dir.join("log").display()
+        )
     }
 
     fn pg_ctl_cmd(&self, action: &str) {
-        let st = self
-            .cmd(&self.pg_ctl)
+        assert!(
+            self.try_pg_ctl(action),
+            "pg_ctl {action} failed; see {}",
+            self.dir.join("log").display()
+        );
+    }
+
+    fn try_pg_ctl(&self, action: &str) -> bool {
+        self.cmd(&self.pg_ctl)
             .arg("-D")
             .arg(self.dir.join("data"))
             .arg("-l")
@@ -404,12 +421,8 @@ impl PrivateCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .expect("pg_ctl");
-        assert!(
-            st.success(),
-            "pg_ctl {action} failed; see {}",
-            self.dir.join("log").display()
-        );
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
 
     /// URL of the `postgres` database.
