@@ -98,7 +98,7 @@ for attempt in $(seq 1 25); do
   : > "$PGTMP/postgres.log"
 done
 [[ -n "$port" ]] || { log "could not find a free port for PostgreSQL"; cat "$PGTMP/postgres.log" >&2; exit 1; }
-log "started a throwaway PostgreSQL ($("$INITDB" --version | awk '{print $NF}')) in $PGTMP on port $port"
+log "started a throwaway PostgreSQL ($("$INITDB" --version | awk '{print $3}')) in $PGTMP on port $port"
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 export CALSYNC_PG_DATA="$PGTMP/data" CALSYNC_PG_CTL="$PG_CTL"
