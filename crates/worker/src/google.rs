@@ -690,14 +690,21 @@ impl CalendarSession {
         }
     }
 
-    /// events.update (PUT: replaces the whole event).
-    pub async fn update(&mut self, event_id: &str, event: Event) -> Result<(), GoogleError> {
+    /// events.update (PUT: replaces the whole event). `Ok(false)` when the event does
+    /// not exist (404), so the caller can insert it instead.
+    pub async fn update(&mut self, event_id: &str, event: Event) -> Result<bool, GoogleError> {
         let eid = encode_path_segment(event_id);
-        call!(self, method::EVENTS_UPDATE, |hub, cal| hub
+        match call!(self, method::EVENTS_UPDATE, |hub, cal| hub
             .events()
             .update(event.clone(), &cal, &eid)
-            .doit())?;
-        Ok(())
+            .doit())
+        {
+            Ok(_) => Ok(true),
+            Err(GoogleError::BadRequest { detail, .. }) if detail.starts_with("HTTP 404") => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// events.delete; 410 (already deleted) and 404 count as success.

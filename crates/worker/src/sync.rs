@@ -359,6 +359,36 @@ fn matches_desired(existing: &Event, ev: &DesiredEvent) -> bool {
         && when_matches(&existing.end, ev.end_instant())
 }
 
+/// How [`write_event`] got the event into the calendar.
+enum Written {
+    Created,
+    Updated,
+}
+
+/// Put `ev` into the calendar under its deterministic id, whatever Google currently
+/// holds: update first when the event was listed, insert otherwise, and fall over to
+/// the other call when Google disagrees (404 on update, 409 on insert).
+async fn write_event(
+    s: &mut CalendarSession,
+    ev: &DesiredEvent,
+    listed: bool,
+) -> Result<Written, GoogleError> {
+    if listed && s.update(&ev.id, event_body(ev)).await? {
+        return Ok(Written::Updated);
+    }
+    match s.insert(event_body(ev)).await? {
+        Inserted::Created => Ok(Written::Created),
+        Inserted::Duplicate if s.update(&ev.id, event_body(ev)).await? => Ok(Written::Updated),
+        Inserted::Duplicate => Err(GoogleError::BadRequest {
+            method: crate::google::method::EVENTS_UPDATE,
+            detail: format!(
+                "event {} is reported as existing (409) and missing (404)",
+                ev.id
+            ),
+        }),
+    }
+}
+
 /// Bring the calendar in line with `desired`: inserts and updates first, deletes last,
 /// so the calendar is never empty mid-sync.
 async fn reconcile(
@@ -381,22 +411,18 @@ async fn reconcile(
     for ev in desired {
         match existing.get(&ev.id) {
             Some(cur) if matches_desired(cur, ev) => report.unchanged += 1,
-            Some(cur) => {
-                s.update(&ev.id, event_body(ev)).await?;
-                if cur.status.as_deref() == Some("cancelled") {
-                    report.restored += 1;
-                } else {
-                    report.updated += 1;
+            Some(cur) => match write_event(s, ev, true).await? {
+                Written::Updated if cur.status.as_deref() == Some("cancelled") => {
+                    report.restored += 1
                 }
-            }
-            None => match s.insert(event_body(ev)).await? {
-                Inserted::Created => report.inserted += 1,
+                Written::Updated => report.updated += 1,
+                Written::Created => report.inserted += 1,
+            },
+            None => match write_event(s, ev, false).await? {
+                Written::Created => report.inserted += 1,
                 // The id exists but was not listed (e.g. its properties were stripped):
-                // take it over.
-                Inserted::Duplicate => {
-                    s.update(&ev.id, event_body(ev)).await?;
-                    report.restored += 1;
-                }
+                // it has been taken over.
+                Written::Updated => report.restored += 1,
             },
         }
     }

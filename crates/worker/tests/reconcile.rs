@@ -572,3 +572,31 @@ async fn a_cancelled_sync_does_not_leave_the_user_locked(pool: PgPool) {
         .expect("the lock died with the cancelled sync");
     assert!(report.cleared);
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_event_gone_between_list_and_update_is_created_again(pool: PgPool) {
+    let w = world(pool, "c_purged@group.calendar.google.com").await;
+    w.engine.sync_user(w.user).await.unwrap();
+    exec(
+        &w.pool,
+        &format!(
+            "UPDATE courses SET title = 'Databases II' WHERE id = {}",
+            w.course
+        ),
+    )
+    .await;
+    w.fake.add_fault(
+        FaultRule::error(404, "notFound")
+            .method("events.update")
+            .times(1),
+    );
+    let report = w.engine.sync_user(w.user).await.unwrap();
+    assert_eq!(report.inserted + report.updated, 2, "{report:?}");
+    assert!(report.cleared);
+    assert!(
+        w.fake
+            .live_events(&w.cal)
+            .iter()
+            .all(|e| e["summary"] == "Databases II")
+    );
+}
