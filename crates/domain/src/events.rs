@@ -3,6 +3,13 @@
 //! One recurring weekly event per meeting time. Times are wall-clock times in the
 //! school's time zone; Google expands the recurrence in that zone, so a 9:00 class stays
 //! at 9:00 across daylight-saving changes.
+//!
+//! The model is provider-neutral and already general enough for every kind of event
+//! calsync writes: timed events (recurring classes, single exams) and all-day events
+//! (published academic-calendar entries), each with an [`Appearance`] (color,
+//! reminders, visibility, transparency). The built-in appearance is what calsync has
+//! always written, and it adds nothing to the fingerprint, so upgrading changes no
+//! existing event.
 
 use chrono::{
     DateTime, Datelike, Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc,
@@ -11,7 +18,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::schedule::{CourseSchedule, MeetingTime};
+use crate::schedule::{CourseSchedule, MeetingTime, SyncSnapshot};
 
 /// Key of the private extended property that marks an event as calsync's.
 pub const OWNER_PROPERTY: &str = "calsync";
@@ -19,28 +26,224 @@ pub const OWNER_PROPERTY: &str = "calsync";
 pub const OWNER_VALUE: &str = "1";
 /// Key of the private extended property holding the event's fingerprint.
 pub const FINGERPRINT_PROPERTY: &str = "calsyncFingerprint";
-/// Key of the private extended property holding the meeting time id.
+/// Key of the private extended property holding the meeting time id (class events).
 pub const MEETING_TIME_PROPERTY: &str = "calsyncMeetingTime";
+/// Key of the private extended property holding the final exam id (exam events).
+pub const EXAM_PROPERTY: &str = "calsyncExam";
+/// Key of the private extended property holding the academic calendar event id.
+pub const ACADEMIC_PROPERTY: &str = "calsyncAcademic";
+
+/// The kinds of events calsync writes (the scopes preferences can target).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A weekly class meeting (one recurring event per meeting time).
+    Class,
+    /// A final exam (one single event per exam).
+    Exam,
+    /// A published academic-calendar entry (an all-day event).
+    Academic,
+}
+
+impl EventKind {
+    /// The lowercase name (`class`, `exam`, `academic`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Class => "class",
+            EventKind::Exam => "exam",
+            EventKind::Academic => "academic",
+        }
+    }
+}
+
+/// The schedule row an event stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum EventSource {
+    /// `meeting_times.id`.
+    MeetingTime(i64),
+    /// `final_exams.id`.
+    FinalExam(i64),
+    /// `academic_calendar_events.id`.
+    AcademicEvent(i64),
+}
+
+impl EventSource {
+    /// The kind of event this source produces.
+    pub fn kind(self) -> EventKind {
+        match self {
+            EventSource::MeetingTime(_) => EventKind::Class,
+            EventSource::FinalExam(_) => EventKind::Exam,
+            EventSource::AcademicEvent(_) => EventKind::Academic,
+        }
+    }
+
+    /// The row id.
+    pub fn id(self) -> i64 {
+        match self {
+            EventSource::MeetingTime(id)
+            | EventSource::FinalExam(id)
+            | EventSource::AcademicEvent(id) => id,
+        }
+    }
+
+    /// The private extended property naming the source on the event.
+    pub fn property(self) -> (&'static str, String) {
+        let key = match self {
+            EventSource::MeetingTime(_) => MEETING_TIME_PROPERTY,
+            EventSource::FinalExam(_) => EXAM_PROPERTY,
+            EventSource::AcademicEvent(_) => ACADEMIC_PROPERTY,
+        };
+        (key, self.id().to_string())
+    }
+
+    /// The deterministic event id of this source in `user_id`'s calendar: base32hex
+    /// (`0-9a-v`), one letter per namespace (`m` classes, `e` exams, `a` academic
+    /// events) between two decimal numbers, so ids of different kinds never collide.
+    pub fn event_id(self, user_id: i64) -> String {
+        let ns = match self {
+            EventSource::MeetingTime(_) => 'm',
+            EventSource::FinalExam(_) => 'e',
+            EventSource::AcademicEvent(_) => 'a',
+        };
+        format!("cs{user_id}{ns}{}", self.id())
+    }
+}
+
+/// When an event happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventTiming {
+    /// A timed event: local wall-clock start and end of the (first) occurrence in
+    /// `time_zone`.
+    Timed {
+        start: NaiveDateTime,
+        end: NaiveDateTime,
+        #[serde(serialize_with = "serialize_tz")]
+        time_zone: Tz,
+    },
+    /// An all-day event from `first_day` to `last_day`, both inclusive (Google's
+    /// `end.date` is exclusive: `last_day + 1`).
+    AllDay {
+        first_day: NaiveDate,
+        last_day: NaiveDate,
+    },
+}
+
+/// How a reminder reaches the student.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReminderMethod {
+    Popup,
+    Email,
+}
+
+impl ReminderMethod {
+    /// Google's name (`popup`, `email`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReminderMethod::Popup => "popup",
+            ReminderMethod::Email => "email",
+        }
+    }
+}
+
+/// One reminder override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct Reminder {
+    pub method: ReminderMethod,
+    /// Minutes before the start (Google allows 0–40320).
+    pub minutes: u32,
+}
+
+/// An event's reminders.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(tag = "type", content = "overrides", rename_all = "snake_case")]
+pub enum Reminders {
+    /// The calendar's default reminders (what calsync has always written).
+    #[default]
+    UseDefault,
+    /// Exactly these reminders (none when empty).
+    Overrides(Vec<Reminder>),
+}
+
+/// Google's event visibility.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    #[default]
+    Default,
+    Public,
+    Private,
+}
+
+impl Visibility {
+    /// Google's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Default => "default",
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+        }
+    }
+}
+
+/// Whether the event blocks time ("busy") in free/busy queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transparency {
+    #[default]
+    Opaque,
+    Transparent,
+}
+
+impl Transparency {
+    /// Google's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transparency::Opaque => "opaque",
+            Transparency::Transparent => "transparent",
+        }
+    }
+}
+
+/// How an event looks, beyond its text: color, reminders, visibility, transparency.
+/// `Default` is what calsync has always written (no color, the calendar's default
+/// reminders, default visibility, opaque).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct Appearance {
+    /// Google event color `"1"`–`"11"`; `None`: the calendar's color.
+    pub color_id: Option<u8>,
+    pub reminders: Reminders,
+    pub visibility: Visibility,
+    pub transparency: Transparency,
+}
+
+impl Appearance {
+    /// Whether this is the built-in appearance.
+    pub fn is_default(&self) -> bool {
+        *self == Appearance::default()
+    }
+}
 
 /// An event calsync wants in the user's course calendar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DesiredEvent {
-    /// Deterministic Google event id (base32hex): the same meeting time always maps to
-    /// the same id, so a retried or crashed sync can never create a duplicate.
+    /// Deterministic Google event id (base32hex): the same source always maps to the
+    /// same id, so a retried or crashed sync can never create a duplicate.
     pub id: String,
-    pub meeting_time_id: i64,
-    pub course_id: i64,
+    /// The schedule row the event stands for.
+    pub source: EventSource,
+    /// The course the event belongs to (classes and exams).
+    pub course_id: Option<i64>,
     pub summary: String,
     pub description: String,
     pub location: String,
-    /// Local wall-clock start of the first occurrence.
-    pub start: NaiveDateTime,
-    /// Local wall-clock end of the first occurrence.
-    pub end: NaiveDateTime,
-    #[serde(serialize_with = "serialize_tz")]
-    pub time_zone: Tz,
-    /// RFC 5545 lines, e.g. `RRULE:FREQ=WEEKLY;BYDAY=MO;UNTIL=20260502T035959Z`.
+    pub timing: EventTiming,
+    /// RFC 5545 lines, e.g. `RRULE:FREQ=WEEKLY;BYDAY=MO;UNTIL=20260502T035959Z`
+    /// (empty for single events).
     pub recurrence: Vec<String>,
+    pub appearance: Appearance,
     /// Hash of everything above; stored on the event so unchanged events cost no write.
     pub fingerprint: String,
 }
@@ -50,51 +253,74 @@ fn serialize_tz<S: serde::Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl DesiredEvent {
-    /// The first occurrence's start as an instant with its UTC offset.
-    pub fn start_instant(&self) -> DateTime<FixedOffset> {
-        resolve_local(self.time_zone, self.start)
+    /// The kind of event.
+    pub fn kind(&self) -> EventKind {
+        self.source.kind()
     }
-    /// The first occurrence's end as an instant with its UTC offset.
-    pub fn end_instant(&self) -> DateTime<FixedOffset> {
-        resolve_local(self.time_zone, self.end)
+
+    /// The first occurrence's start and end as instants with their UTC offsets (timed
+    /// events only).
+    pub fn instants(&self) -> Option<(DateTime<FixedOffset>, DateTime<FixedOffset>)> {
+        match self.timing {
+            EventTiming::Timed {
+                start,
+                end,
+                time_zone,
+            } => Some((
+                resolve_local(time_zone, start),
+                resolve_local(time_zone, end),
+            )),
+            EventTiming::AllDay { .. } => None,
+        }
+    }
+
+    /// Compute and store the fingerprint (call after every field is set).
+    pub fn seal(mut self) -> DesiredEvent {
+        self.fingerprint = fingerprint(&self);
+        self
     }
 }
 
-/// A meeting time that produces no event, and why.
+/// A schedule row that produces no event, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SkippedMeeting {
-    pub meeting_time_id: i64,
+pub struct SkippedItem {
+    pub source: EventSource,
     pub reason: String,
 }
 
-/// The events a schedule produces, plus the meeting times that produce none.
+/// The events a schedule produces, plus the rows that produce none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct EventPlan {
     pub events: Vec<DesiredEvent>,
-    pub skipped: Vec<SkippedMeeting>,
+    pub skipped: Vec<SkippedItem>,
 }
 
-/// Build the events for one user's schedule, in meeting-time order.
-pub fn plan_events(user_id: i64, courses: &[CourseSchedule], tz: Tz) -> EventPlan {
+/// Build the events for one user's schedule snapshot, ordered by id.
+pub fn plan_events(snapshot: &SyncSnapshot, tz: Tz) -> EventPlan {
+    plan_course_events(snapshot.user.id, &snapshot.courses, tz)
+}
+
+/// The class events of `courses` for `user_id`, ordered by id.
+pub fn plan_course_events(user_id: i64, courses: &[CourseSchedule], tz: Tz) -> EventPlan {
     let mut plan = EventPlan::default();
     for cs in courses {
         for mt in &cs.meeting_times {
             match event_for(user_id, cs, mt, tz) {
                 Ok(ev) => plan.events.push(ev),
-                Err(reason) => plan.skipped.push(SkippedMeeting {
-                    meeting_time_id: mt.id,
+                Err(reason) => plan.skipped.push(SkippedItem {
+                    source: EventSource::MeetingTime(mt.id),
                     reason,
                 }),
             }
         }
     }
-    plan.events.sort_by_key(|e| e.meeting_time_id);
+    plan.events.sort_by(|a, b| a.id.cmp(&b.id));
     plan
 }
 
 /// The deterministic event id for a user's meeting time: base32hex (`0-9a-v`), 5+ chars.
 pub fn event_id(user_id: i64, meeting_time_id: i64) -> String {
-    format!("cs{user_id}m{meeting_time_id}")
+    EventSource::MeetingTime(meeting_time_id).event_id(user_id)
 }
 
 const BYDAY: [&str; 7] = ["SU", "MO", "TU", "WE", "TH", "FR", "SA"];
@@ -146,24 +372,27 @@ fn event_for(
         Some(room) if !room.is_placeholder => format!("{} {}", room.building, room.number),
         _ => "TBD".to_string(),
     };
-    let mut ev = DesiredEvent {
-        id: event_id(user_id, mt.id),
-        meeting_time_id: mt.id,
-        course_id: course.id,
+    let source = EventSource::MeetingTime(mt.id);
+    Ok(DesiredEvent {
+        id: source.event_id(user_id),
+        source,
+        course_id: Some(course.id),
         summary: course.title.clone(),
         description: format!(
             "{}-{}-{}",
             course.subject, course.course_number, course.section_number
         ),
         location,
-        start: first.and_time(mt.begin_time),
-        end: first.and_time(mt.end_time),
-        time_zone: tz,
+        timing: EventTiming::Timed {
+            start: first.and_time(mt.begin_time),
+            end: first.and_time(mt.end_time),
+            time_zone: tz,
+        },
         recurrence,
+        appearance: Appearance::default(),
         fingerprint: String::new(),
-    };
-    ev.fingerprint = fingerprint(&ev);
-    Ok(ev)
+    }
+    .seal())
 }
 
 /// The first date on or after `from` that falls on `day` (0 = Sunday).
@@ -185,7 +414,7 @@ fn end_of_day_utc(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
 /// A local wall-clock time as an instant. Ambiguous times (the repeated hour when
 /// clocks fall back) take the earlier instant; skipped times (spring forward) move
 /// forward by the gap, as Google does.
-fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<FixedOffset> {
+pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<FixedOffset> {
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => t.fixed_offset(),
         LocalResult::Ambiguous(a, _) => a.fixed_offset(),
@@ -203,18 +432,58 @@ fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<FixedOffset> {
 }
 
 /// A stable hash of the fields that make up the event body.
+///
+/// Timed events with the built-in appearance hash exactly the parts calsync has always
+/// hashed (so their stored fingerprints stay valid); all-day timing and a non-default
+/// appearance add parts of their own.
 fn fingerprint(ev: &DesiredEvent) -> String {
+    let mut parts: Vec<String> = vec![
+        ev.id.clone(),
+        ev.summary.clone(),
+        ev.description.clone(),
+        ev.location.clone(),
+    ];
+    match ev.timing {
+        EventTiming::Timed {
+            start,
+            end,
+            time_zone,
+        } => {
+            parts.push(start.to_string());
+            parts.push(end.to_string());
+            parts.push(time_zone.name().to_string());
+        }
+        EventTiming::AllDay {
+            first_day,
+            last_day,
+        } => {
+            parts.push(format!("all-day {first_day}"));
+            parts.push(format!("all-day {last_day}"));
+            parts.push(String::new());
+        }
+    }
+    parts.push(ev.recurrence.join("\n"));
+    if !ev.appearance.is_default() {
+        let a = &ev.appearance;
+        parts.push(format!(
+            "appearance color={:?} visibility={} transparency={}",
+            a.color_id,
+            a.visibility.as_str(),
+            a.transparency.as_str()
+        ));
+        parts.push(match &a.reminders {
+            Reminders::UseDefault => "reminders default".to_string(),
+            Reminders::Overrides(list) => {
+                let items: Vec<String> = list
+                    .iter()
+                    .map(|r| format!("{}:{}", r.method.as_str(), r.minutes))
+                    .collect();
+                format!("reminders {}", items.join(","))
+            }
+        });
+    }
     let mut h = Sha256::new();
-    for part in [
-        ev.id.as_str(),
-        ev.summary.as_str(),
-        ev.description.as_str(),
-        ev.location.as_str(),
-        &ev.start.to_string(),
-        &ev.end.to_string(),
-        ev.time_zone.name(),
-        &ev.recurrence.join("\n"),
-    ] {
+    for part in &parts {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
@@ -253,6 +522,10 @@ mod tests {
         }
     }
 
+    fn start_of(ev: &DesiredEvent) -> String {
+        ev.instants().expect("timed").0.to_rfc3339()
+    }
+
     fn room() -> Room {
         Room {
             id: 1,
@@ -263,7 +536,7 @@ mod tests {
     }
 
     fn one(course: Course, mt: MeetingTime) -> EventPlan {
-        plan_events(
+        plan_course_events(
             42,
             &[CourseSchedule {
                 course,
@@ -286,9 +559,18 @@ mod tests {
         assert_eq!(ev.summary, "Intro to Databases");
         assert_eq!(ev.description, "CS-340-002");
         assert_eq!(ev.location, "Smith Hall 101");
-        assert_eq!(ev.start.to_string(), "2026-01-12 09:00:00");
-        assert_eq!(ev.end.to_string(), "2026-01-12 10:15:00");
-        assert_eq!(ev.start_instant().to_rfc3339(), "2026-01-12T09:00:00-05:00");
+        let EventTiming::Timed { start, end, .. } = ev.timing else {
+            panic!("class events are timed");
+        };
+        assert_eq!(start.to_string(), "2026-01-12 09:00:00");
+        assert_eq!(end.to_string(), "2026-01-12 10:15:00");
+        assert_eq!(start_of(ev), "2026-01-12T09:00:00-05:00");
+        assert_eq!(ev.source, EventSource::MeetingTime(11));
+        assert_eq!(ev.course_id, Some(7));
+        assert!(ev.appearance.is_default());
+        // The fingerprint of today's class events must never change (upgrading would
+        // rewrite every event in every calendar).
+        assert_eq!(ev.fingerprint, "bccb4fc41683e94109f584225276b5cb");
         // Local end of 2026-05-01 in New York (EDT, UTC-4) is 03:59:59Z on May 2nd.
         assert_eq!(
             ev.recurrence,
@@ -330,28 +612,19 @@ mod tests {
         let mut mt = meeting(2, "09:00", "10:00", Some(room()));
         mt.start_date = Some("2026-03-09".parse().unwrap());
         let plan = one(course("2026-01-08", "2026-05-01"), mt);
-        assert_eq!(
-            plan.events[0].start_instant().to_rfc3339(),
-            "2026-03-10T09:00:00-04:00"
-        );
+        assert_eq!(start_of(&plan.events[0]), "2026-03-10T09:00:00-04:00");
         // Before the change, EST.
         let plan = one(
             course("2026-01-08", "2026-05-01"),
             meeting(2, "09:00", "10:00", None),
         );
-        assert_eq!(
-            plan.events[0].start_instant().to_rfc3339(),
-            "2026-01-13T09:00:00-05:00"
-        );
+        assert_eq!(start_of(&plan.events[0]), "2026-01-13T09:00:00-05:00");
         // Fall term ending after fall back: UNTIL uses EST (UTC-5).
         let plan = one(
             course("2026-09-01", "2026-12-11"),
             meeting(5, "09:00", "10:00", None),
         );
-        assert_eq!(
-            plan.events[0].start_instant().to_rfc3339(),
-            "2026-09-04T09:00:00-04:00"
-        );
+        assert_eq!(start_of(&plan.events[0]), "2026-09-04T09:00:00-04:00");
         assert!(plan.events[0].recurrence[0].ends_with("UNTIL=20261212T045959Z"));
     }
 
@@ -372,7 +645,7 @@ mod tests {
         mt.end_date = Some("2026-03-04".parse().unwrap());
         let plan = one(course("2026-01-08", "2026-05-01"), mt);
         let ev = &plan.events[0];
-        assert_eq!(ev.start.date().to_string(), "2026-02-04");
+        assert!(start_of(ev).starts_with("2026-02-04T"));
         assert!(ev.recurrence[0].contains("BYDAY=WE;UNTIL=20260305T045959Z"));
     }
 
@@ -406,11 +679,24 @@ mod tests {
 
     #[test]
     fn event_ids_are_base32hex_and_fingerprints_track_content() {
-        let id = event_id(123_456, 987_654_321);
-        assert!(id.len() >= 5);
-        assert!(
-            id.chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='v').contains(&c))
+        for source in [
+            EventSource::MeetingTime(987_654_321),
+            EventSource::FinalExam(987_654_321),
+            EventSource::AcademicEvent(987_654_321),
+        ] {
+            let id = source.event_id(123_456);
+            assert!(id.len() >= 5);
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='v').contains(&c)),
+                "{id}"
+            );
+        }
+        assert_eq!(event_id(12, 3), "cs12m3");
+        // Namespaces never collide: the letter between the two numbers differs.
+        assert_ne!(
+            EventSource::MeetingTime(3).event_id(12),
+            EventSource::FinalExam(3).event_id(12)
         );
         let a = one(
             course("2026-01-08", "2026-05-01"),
@@ -425,5 +711,65 @@ mod tests {
             meeting(1, "09:00", "10:00", None),
         );
         assert_eq!(a.events[0].fingerprint, again.events[0].fingerprint);
+    }
+}
+
+#[cfg(test)]
+mod appearance_tests {
+    use super::*;
+
+    fn ev(appearance: Appearance, timing: EventTiming) -> DesiredEvent {
+        DesiredEvent {
+            id: "cs1a2".into(),
+            source: EventSource::AcademicEvent(2),
+            course_id: None,
+            summary: "Thanksgiving".into(),
+            description: String::new(),
+            location: String::new(),
+            timing,
+            recurrence: vec![],
+            appearance,
+            fingerprint: String::new(),
+        }
+        .seal()
+    }
+
+    #[test]
+    fn appearance_and_all_day_dates_change_the_fingerprint() {
+        let day = |d: &str| d.parse::<NaiveDate>().unwrap();
+        let all_day = EventTiming::AllDay {
+            first_day: day("2026-11-26"),
+            last_day: day("2026-11-27"),
+        };
+        let base = ev(Appearance::default(), all_day);
+        let moved = ev(
+            Appearance::default(),
+            EventTiming::AllDay {
+                first_day: day("2026-11-26"),
+                last_day: day("2026-11-28"),
+            },
+        );
+        assert_ne!(base.fingerprint, moved.fingerprint);
+        let red = ev(
+            Appearance {
+                color_id: Some(11),
+                ..Appearance::default()
+            },
+            all_day,
+        );
+        assert_ne!(base.fingerprint, red.fingerprint);
+        let reminded = ev(
+            Appearance {
+                reminders: Reminders::Overrides(vec![Reminder {
+                    method: ReminderMethod::Popup,
+                    minutes: 10,
+                }]),
+                ..Appearance::default()
+            },
+            all_day,
+        );
+        assert_ne!(red.fingerprint, reminded.fingerprint);
+        assert_eq!(base.instants(), None);
+        assert_eq!(base.kind(), EventKind::Academic);
     }
 }

@@ -8,14 +8,16 @@ use std::{collections::HashMap, time::Instant};
 use calsync_domain::{
     DomainError,
     events::{
-        self, DesiredEvent, FINGERPRINT_PROPERTY, MEETING_TIME_PROPERTY, OWNER_PROPERTY,
-        OWNER_VALUE,
+        self, DesiredEvent, EventTiming, FINGERPRINT_PROPERTY, OWNER_PROPERTY, OWNER_VALUE,
+        Reminders, Transparency, Visibility,
     },
     schedule,
     users::{self, FinishOutcome, SyncStatus},
 };
 use chrono::Utc;
-use google_calendar3::api::{Event, EventDateTime, EventExtendedProperties, EventReminders};
+use google_calendar3::api::{
+    Event, EventDateTime, EventExtendedProperties, EventReminder, EventReminders,
+};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -255,10 +257,10 @@ impl SyncEngine {
             let Some(s) = session.as_mut() else {
                 return Err(SyncError::NoCalendar(user_id));
             };
-            let plan = events::plan_events(user_id, &snap.courses, self.tz);
+            let plan = events::plan_events(&snap, self.tz);
             for skipped in &plan.skipped {
-                tracing::warn!(user_id, meeting_time_id = skipped.meeting_time_id, reason = %skipped.reason,
-                    "meeting time produces no calendar event");
+                tracing::warn!(user_id, source = ?skipped.source, reason = %skipped.reason,
+                    "schedule row produces no calendar event");
             }
             report.skipped_meetings = plan.skipped.len() as u32;
             reconcile(s, &plan.events, &mut report)
@@ -293,40 +295,80 @@ impl SyncEngine {
     }
 }
 
+/// The start and end Google should show for a desired event.
+fn event_times(ev: &DesiredEvent) -> (EventDateTime, EventDateTime) {
+    match ev.timing {
+        EventTiming::Timed { time_zone, .. } => {
+            let (start, end) = ev.instants().unwrap_or_default();
+            let at = |t: chrono::DateTime<chrono::FixedOffset>| EventDateTime {
+                date_time: Some(t.with_timezone(&Utc)),
+                time_zone: Some(time_zone.name().to_string()),
+                date: None,
+            };
+            (at(start), at(end))
+        }
+        EventTiming::AllDay {
+            first_day,
+            last_day,
+        } => {
+            let on = |d: chrono::NaiveDate| EventDateTime {
+                date: Some(d),
+                date_time: None,
+                time_zone: None,
+            };
+            (on(first_day), on(last_day + chrono::Duration::days(1)))
+        }
+    }
+}
+
+/// The reminders Google should show for a desired event.
+fn event_reminders(ev: &DesiredEvent) -> EventReminders {
+    match &ev.appearance.reminders {
+        Reminders::UseDefault => EventReminders {
+            use_default: Some(true),
+            overrides: None,
+        },
+        Reminders::Overrides(list) => EventReminders {
+            use_default: Some(false),
+            overrides: Some(
+                list.iter()
+                    .map(|r| EventReminder {
+                        method: Some(r.method.as_str().to_string()),
+                        minutes: Some(i32::try_from(r.minutes).unwrap_or(i32::MAX)),
+                    })
+                    .collect(),
+            ),
+        },
+    }
+}
+
 /// The body calsync writes for a desired event.
 pub fn event_body(ev: &DesiredEvent) -> Event {
-    let tz = ev.time_zone.name().to_string();
+    let (source_key, source_value) = ev.source.property();
     let private = [
         (OWNER_PROPERTY.to_string(), OWNER_VALUE.to_string()),
         (FINGERPRINT_PROPERTY.to_string(), ev.fingerprint.clone()),
-        (
-            MEETING_TIME_PROPERTY.to_string(),
-            ev.meeting_time_id.to_string(),
-        ),
+        (source_key.to_string(), source_value),
     ]
     .into_iter()
     .collect();
+    let (start, end) = event_times(ev);
+    let appearance = &ev.appearance;
     Event {
         id: Some(ev.id.clone()),
         summary: Some(ev.summary.clone()),
         description: Some(ev.description.clone()),
         location: Some(ev.location.clone()),
-        start: Some(EventDateTime {
-            date_time: Some(ev.start_instant().with_timezone(&Utc)),
-            time_zone: Some(tz.clone()),
-            date: None,
-        }),
-        end: Some(EventDateTime {
-            date_time: Some(ev.end_instant().with_timezone(&Utc)),
-            time_zone: Some(tz),
-            date: None,
-        }),
-        recurrence: Some(ev.recurrence.clone()),
+        start: Some(start),
+        end: Some(end),
+        recurrence: (!ev.recurrence.is_empty()).then(|| ev.recurrence.clone()),
         status: Some("confirmed".into()),
-        reminders: Some(EventReminders {
-            use_default: Some(true),
-            overrides: None,
-        }),
+        color_id: appearance.color_id.map(|c| c.to_string()),
+        visibility: (appearance.visibility != Visibility::Default)
+            .then(|| appearance.visibility.as_str().to_string()),
+        transparency: (appearance.transparency != Transparency::Opaque)
+            .then(|| appearance.transparency.as_str().to_string()),
+        reminders: Some(event_reminders(ev)),
         extended_properties: Some(EventExtendedProperties {
             private: Some(private),
             shared: None,
@@ -342,21 +384,23 @@ fn matches_desired(existing: &Event, ev: &DesiredEvent) -> bool {
         .as_ref()
         .and_then(|p| p.private.as_ref())
         .and_then(|p| p.get(FINGERPRINT_PROPERTY));
-    let when_matches = |got: &Option<EventDateTime>,
-                        want: chrono::DateTime<chrono::FixedOffset>| {
+    let (start, end) = event_times(ev);
+    let when_matches = |got: &Option<EventDateTime>, want: &EventDateTime| {
         got.as_ref().is_some_and(|d| {
-            d.date_time == Some(want.with_timezone(&Utc))
-                && d.time_zone.as_deref() == Some(ev.time_zone.name())
+            d.date_time == want.date_time
+                && d.date == want.date
+                && (want.time_zone.is_none() || d.time_zone == want.time_zone)
         })
     };
+    let recurrence = existing.recurrence.as_deref().unwrap_or_default();
     existing.status.as_deref() != Some("cancelled")
         && fp == Some(&ev.fingerprint)
         && existing.summary.as_deref() == Some(ev.summary.as_str())
-        && existing.description.as_deref() == Some(ev.description.as_str())
-        && existing.location.as_deref() == Some(ev.location.as_str())
-        && existing.recurrence.as_deref() == Some(ev.recurrence.as_slice())
-        && when_matches(&existing.start, ev.start_instant())
-        && when_matches(&existing.end, ev.end_instant())
+        && existing.description.as_deref().unwrap_or_default() == ev.description
+        && existing.location.as_deref().unwrap_or_default() == ev.location
+        && recurrence == ev.recurrence.as_slice()
+        && when_matches(&existing.start, &start)
+        && when_matches(&existing.end, &end)
 }
 
 /// How [`write_event`] got the event into the calendar.
