@@ -6,12 +6,19 @@
 //! * [`events`]: the pure mapping from a schedule to the Google Calendar events it must show.
 //! * [`credentials`]: per-user Google OAuth credentials.
 //! * [`queue`]: enqueueing `SyncUserJob`s, the nightly fan-out, retry/discard of jobs.
+//! * [`jobs`], [`user_list`], [`audit`]: the operators' read side (job list and detail,
+//!   user list, audit log) the dashboard renders.
+//! * [`dashboard_sessions`]: revocable server-side dashboard sessions.
 
+pub mod audit;
 pub mod credentials;
+pub mod dashboard_sessions;
 pub mod error;
 pub mod events;
+pub mod jobs;
 pub mod queue;
 pub mod schedule;
+pub mod user_list;
 pub mod users;
 
 pub use error::DomainError;
