@@ -97,14 +97,19 @@ async fn serve_dashboard(pool: &PgPool) -> SocketAddr {
             session_secret: None,
             page_size: 50,
             secure_cookies: false,
+            ..Default::default()
         },
     )
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    // Served with peer addresses, as `calsync dashboard` does (login throttling is per
+    // client).
+    tokio::spawn(calsync_dashboard::serve_listener(
+        app,
+        listener,
+        std::future::pending(),
+    ));
     addr
 }
 

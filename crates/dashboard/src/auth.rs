@@ -1,195 +1,293 @@
-//! Authentication and CSRF: token login into an HMAC-signed session cookie (admin or
+//! Authentication and CSRF: token login into a revocable server-side session (admin or
 //! read-only role), bearer tokens for scripts, and per-session CSRF tokens.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//!
+//! The cookie carries a random 256-bit session id; the database keeps its SHA-256 and a
+//! keyed fingerprint (HMAC-SHA256 with the session secret) of the token that logged in.
+//! A session is valid while its row exists, has not expired, and its fingerprint is the
+//! current token's: logout deletes the row, and a restart with a rotated token (or an
+//! unset role) invalidates every session the old token created.
 
 use axum::http::{HeaderMap, header};
+use calsync_domain::dashboard_sessions::{self as store, NewSession};
+use chrono::Utc;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
 
-/// What a request may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Everything, including retry, discard, run now, sync now.
-    Admin,
-    /// Look, never touch.
-    ReadOnly,
-}
+pub use calsync_domain::dashboard_sessions::Role;
 
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::ReadOnly => "readonly",
-        }
-    }
-    fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "readonly" => Some(Role::ReadOnly),
-            _ => None,
-        }
-    }
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub role: Role,
-    /// Per-session random value the CSRF token is bound to (empty for bearer callers).
-    pub nonce: String,
-    /// Whether the caller used a bearer token (not a cookie, so not CSRF-able).
-    pub bearer: bool,
-}
+use crate::error::PageError;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "calsync_session";
-/// Session lifetime.
-pub const SESSION_SECS: u64 = 12 * 3600;
+/// Session lifetime (absolute, from login).
+pub const SESSION_SECS: i64 = 12 * 3600;
 
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
+/// A session id as the cookie carries it (hex of 32 random bytes).
+#[derive(Clone)]
+pub struct SessionId([u8; 32]);
+
+impl SessionId {
+    fn random() -> SessionId {
+        SessionId(rand::random())
     }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+
+    fn parse(s: &str) -> Option<SessionId> {
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let hex = std::str::from_utf8(chunk).ok()?;
+            out[i] = u8::from_str_radix(hex, 16).ok()?;
+        }
+        Some(SessionId(out))
+    }
+
+    fn cookie_value(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// What the database stores: SHA-256 of the id.
+    fn hash(&self) -> [u8; 32] {
+        Sha256::digest(self.0).into()
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Constant-time equality.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Signs and checks sessions.
+/// An authenticated caller.
 #[derive(Clone)]
+pub struct Session {
+    pub role: Role,
+    /// The cookie session (`None` for bearer callers, who are not CSRF-able).
+    id: Option<SessionId>,
+}
+
+impl Session {
+    /// Whether the caller used a bearer token.
+    pub fn bearer(&self) -> bool {
+        self.id.is_none()
+    }
+}
+
+/// What authenticating a request found.
+pub enum Caller {
+    /// A valid session or bearer token.
+    Known(Session),
+    /// No credentials at all.
+    Anonymous,
+    /// A bearer token that is not a configured token (a failed login).
+    BadBearer,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Tokens, the session secret, and what is derived from them.
 pub struct Keys {
     secret: Vec<u8>,
-    admin: Option<String>,
-    readonly: Option<String>,
+    key_id: [u8; 32],
+    admin_fp: Option<[u8; 32]>,
+    readonly_fp: Option<[u8; 32]>,
 }
 
 impl Keys {
-    /// Keys from the configured tokens and secret.
-    pub fn new(secret: Vec<u8>, admin: Option<String>, readonly: Option<String>) -> Keys {
-        Keys {
-            secret,
-            admin,
-            readonly,
+    /// Keys from the configured secret and tokens. The tokens themselves are not kept:
+    /// only their keyed fingerprints, which is what a login is compared against.
+    pub fn new(secret: &[u8], admin: Option<String>, readonly: Option<String>) -> Keys {
+        let mut k = Keys {
+            secret: secret.to_vec(),
+            key_id: [0; 32],
+            admin_fp: None,
+            readonly_fp: None,
+        };
+        k.key_id = k.mac(&[b"calsync-dashboard-key-id"]);
+        k.admin_fp = admin.map(|t| k.fingerprint(Role::Admin, &t));
+        k.readonly_fp = readonly.map(|t| k.fingerprint(Role::ReadOnly, &t));
+        k
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut m = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        for p in parts {
+            m.update(&(p.len() as u64).to_be_bytes());
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    fn fingerprint(&self, role: Role, token: &str) -> [u8; 32] {
+        self.mac(&[b"token", role.as_str().as_bytes(), token.as_bytes()])
+    }
+
+    fn current_fp(&self, role: Role) -> Option<&[u8; 32]> {
+        match role {
+            Role::Admin => self.admin_fp.as_ref(),
+            Role::ReadOnly => self.readonly_fp.as_ref(),
         }
     }
 
-    /// The role a presented token grants.
+    /// The role a presented token grants. Compares fixed-length keyed fingerprints in
+    /// constant time, against both roles, so timing tells neither length nor role.
     pub fn role_for_token(&self, token: &str) -> Option<Role> {
-        let t = token.as_bytes();
-        // Compare against both so timing does not tell which one exists.
-        let admin = self
-            .admin
-            .as_deref()
-            .is_some_and(|a| ct_eq(a.as_bytes(), t));
-        let ro = self
-            .readonly
-            .as_deref()
-            .is_some_and(|r| ct_eq(r.as_bytes(), t));
+        let matches = |role: Role| -> bool {
+            let fp = self.fingerprint(role, token);
+            self.current_fp(role)
+                .is_some_and(|cur| bool::from(cur.ct_eq(&fp)))
+        };
+        let admin = matches(Role::Admin);
+        let readonly = matches(Role::ReadOnly);
         if admin {
             Some(Role::Admin)
-        } else if ro {
+        } else if readonly {
             Some(Role::ReadOnly)
         } else {
             None
         }
     }
 
-    /// A fresh session cookie value for `role`.
-    pub fn issue(&self, role: Role) -> String {
-        let nonce = format!(
-            "{:016x}{:016x}",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        );
-        let payload = format!("{}|{}|{}", role.as_str(), now() + SESSION_SECS, nonce);
-        let sig = hex(&hmac(&self.secret, payload.as_bytes()));
-        format!("{payload}|{sig}")
-    }
-
-    /// Check a session cookie value.
-    pub fn verify(&self, value: &str) -> Option<Session> {
-        let (payload, sig) = value.rsplit_once('|')?;
-        let want = hex(&hmac(&self.secret, payload.as_bytes()));
-        if !ct_eq(want.as_bytes(), sig.as_bytes()) {
-            return None;
-        }
-        let mut parts = payload.split('|');
-        let role = Role::parse(parts.next()?)?;
-        let expires: u64 = parts.next()?.parse().ok()?;
-        let nonce = parts.next()?.to_string();
-        if expires < now() {
-            return None;
-        }
-        Some(Session {
-            role,
-            nonce,
-            bearer: false,
-        })
-    }
-
-    /// The CSRF token of a session.
+    /// The CSRF token of a session (empty for bearer callers).
     pub fn csrf_token(&self, session: &Session) -> String {
-        hex(&hmac(
-            &self.secret,
-            format!("csrf|{}", session.nonce).as_bytes(),
-        ))
+        match &session.id {
+            Some(id) => hex(&self.mac(&[b"csrf", &id.0])),
+            None => String::new(),
+        }
     }
 
     /// Whether `given` is the session's CSRF token.
     pub fn csrf_ok(&self, session: &Session, given: &str) -> bool {
-        ct_eq(self.csrf_token(session).as_bytes(), given.as_bytes())
+        session.id.is_some()
+            && bool::from(self.csrf_token(session).as_bytes().ct_eq(given.as_bytes()))
     }
 
-    /// The caller of a request: bearer token first, then the session cookie.
-    pub fn session_from(&self, headers: &HeaderMap) -> Option<Session> {
-        if let Some(token) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        {
-            return self.role_for_token(token.trim()).map(|role| Session {
+    /// Start a session for `role`: store it and return the `Set-Cookie` value.
+    pub async fn login(
+        &self,
+        pool: &PgPool,
+        role: Role,
+        client_addr: Option<&str>,
+        secure: bool,
+    ) -> Result<String, PageError> {
+        let fp = self
+            .current_fp(role)
+            .ok_or_else(|| PageError::Forbidden("this role has no token".into()))?;
+        // Housekeeping on the rare write path: expired sessions, and sessions of this
+        // secret whose token has been rotated since.
+        let purged = store::purge(
+            pool,
+            &self.key_id,
+            self.admin_fp.as_ref().map(|f| f.as_slice()),
+            self.readonly_fp.as_ref().map(|f| f.as_slice()),
+        )
+        .await?;
+        if purged > 0 {
+            tracing::info!(purged, "dashboard: removed expired or revoked sessions");
+        }
+        let id = SessionId::random();
+        store::create(
+            pool,
+            &NewSession {
+                id_hash: &id.hash(),
                 role,
-                nonce: String::new(),
-                bearer: true,
+                key_id: &self.key_id,
+                token_fingerprint: fp,
+                client_addr,
+                expires_at: Utc::now() + chrono::Duration::seconds(SESSION_SECS),
+            },
+        )
+        .await?;
+        Ok(format!(
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}{}",
+            id.cookie_value(),
+            if secure { "; Secure" } else { "" }
+        ))
+    }
+
+    /// End the session of a request (if it has one). Returns whether one was ended.
+    pub async fn logout(&self, pool: &PgPool, session: &Session) -> Result<bool, PageError> {
+        match &session.id {
+            Some(id) => Ok(store::delete(pool, &id.hash()).await?),
+            None => Ok(false),
+        }
+    }
+
+    /// The `Set-Cookie` value that clears the session cookie.
+    pub fn clear_cookie(secure: bool) -> String {
+        format!(
+            "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+            if secure { "; Secure" } else { "" }
+        )
+    }
+
+    /// Who sent a request: a bearer token first, then the session cookie.
+    pub async fn caller(&self, pool: &PgPool, headers: &HeaderMap) -> Result<Caller, PageError> {
+        if let Some(token) = bearer_token(headers) {
+            return Ok(match self.role_for_token(token) {
+                Some(role) => Caller::Known(Session { role, id: None }),
+                None => Caller::BadBearer,
             });
         }
-        let cookies = headers.get_all(header::COOKIE);
-        for value in cookies.iter().filter_map(|v| v.to_str().ok()) {
-            for pair in value.split(';') {
-                if let Some((name, v)) = pair.trim().split_once('=')
-                    && name == COOKIE
-                    && let Some(s) = self.verify(v)
-                {
-                    return Some(s);
-                }
+        for id in session_cookies(headers) {
+            if let Some(session) = self.check_session(pool, id).await? {
+                return Ok(Caller::Known(session));
             }
         }
-        None
+        Ok(Caller::Anonymous)
     }
+
+    async fn check_session(
+        &self,
+        pool: &PgPool,
+        id: SessionId,
+    ) -> Result<Option<Session>, PageError> {
+        let hash = id.hash();
+        let Some(stored) = store::find(pool, &hash).await? else {
+            return Ok(None);
+        };
+        let ours = bool::from(stored.key_id.as_slice().ct_eq(&self.key_id));
+        let current = self
+            .current_fp(stored.role)
+            .is_some_and(|fp| bool::from(stored.token_fingerprint.as_slice().ct_eq(fp)));
+        if ours && current {
+            return Ok(Some(Session {
+                role: stored.role,
+                id: Some(id),
+            }));
+        }
+        if ours {
+            // Made with our secret by a token that is no longer the role's: revoked.
+            store::delete(pool, &hash).await?;
+            tracing::info!(
+                role = stored.role.as_str(),
+                "dashboard: ended a session of a rotated token"
+            );
+        }
+        Ok(None)
+    }
+}
+
+/// Whether the request carries an `Authorization: Bearer` header.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = SessionId> + '_ {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(name, _)| *name == COOKIE)
+        .filter_map(|(_, v)| SessionId::parse(v))
+        .take(4)
 }
 
 /// Reject cross-origin form posts: an `Origin` header, when present, must name this host.
@@ -209,27 +307,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_matches_rfc_4231_case_2() {
-        let mac = hmac(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex(&mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    fn tokens_map_to_roles_and_fingerprints_depend_on_the_secret() {
+        let k = Keys::new(
+            b"secret",
+            Some("admin-token-xyz".into()),
+            Some("ro-token-xyz".into()),
         );
+        assert_eq!(k.role_for_token("admin-token-xyz"), Some(Role::Admin));
+        assert_eq!(k.role_for_token("ro-token-xyz"), Some(Role::ReadOnly));
+        assert_eq!(k.role_for_token("admin-token-xy"), None);
+        assert_eq!(k.role_for_token(""), None);
+        let other = Keys::new(b"other", Some("admin-token-xyz".into()), None);
+        assert_ne!(k.admin_fp, other.admin_fp);
+        assert_ne!(k.key_id, other.key_id);
+        assert_eq!(other.role_for_token("ro-token-xyz"), None);
     }
 
     #[test]
-    fn sessions_are_signed_and_expire() {
-        let k = Keys::new(b"secret".to_vec(), Some("adm".into()), Some("ro".into()));
-        let cookie = k.issue(Role::Admin);
-        let s = k.verify(&cookie).unwrap();
-        assert_eq!(s.role, Role::Admin);
-        let forged = cookie.replacen("admin", "readonly", 1);
-        assert!(k.verify(&forged).is_none());
-        let other = Keys::new(b"other".to_vec(), None, None);
-        assert!(other.verify(&cookie).is_none());
-        assert!(k.csrf_ok(&s, &k.csrf_token(&s)));
-        assert!(!k.csrf_ok(&s, "nope"));
-        assert_eq!(k.role_for_token("ro"), Some(Role::ReadOnly));
-        assert_eq!(k.role_for_token("x"), None);
+    fn csrf_tokens_are_per_session_and_bearers_have_none() {
+        let k = Keys::new(b"secret", Some("admin-token-xyz".into()), None);
+        let a = Session {
+            role: Role::Admin,
+            id: Some(SessionId([1; 32])),
+        };
+        let b = Session {
+            role: Role::Admin,
+            id: Some(SessionId([2; 32])),
+        };
+        let bearer = Session {
+            role: Role::Admin,
+            id: None,
+        };
+        assert!(k.csrf_ok(&a, &k.csrf_token(&a)));
+        assert!(!k.csrf_ok(&a, &k.csrf_token(&b)));
+        assert!(!k.csrf_ok(&a, ""));
+        assert!(!k.csrf_ok(&bearer, ""));
+    }
+
+    #[test]
+    fn session_ids_round_trip_and_reject_junk() {
+        let id = SessionId::random();
+        let parsed = SessionId::parse(&id.cookie_value()).unwrap();
+        assert_eq!(parsed.0, id.0);
+        for junk in [
+            "",
+            "admin|9999999999|x|deadbeef",
+            &"g".repeat(64),
+            &"a".repeat(63),
+        ] {
+            assert!(SessionId::parse(junk).is_none(), "{junk}");
+        }
     }
 }

@@ -1,15 +1,20 @@
 //! calsync jobs dashboard: server-rendered pages (no JavaScript needed) to inspect jobs,
 //! retry or discard them, follow nightly runs, and see every user's sync state.
 //!
-//! Closed by default (token login, admin and read-only roles), CSRF-checked POSTs,
-//! never renders a secret. Actions go through `calsync_domain::queue`, one transaction
-//! and one audit row each.
+//! Closed by default (token login, admin and read-only roles), revocable server-side
+//! sessions, throttled logins, CSRF-checked POSTs, security headers on every response,
+//! never renders a secret. Pages are maud templates (escaping by construction); all SQL
+//! lives in `calsync_domain`. Actions go through `calsync_domain::queue`.
 
 pub mod auth;
-mod html;
+mod client;
+mod error;
+mod input;
 mod pages;
+mod security;
+mod throttle;
 
-use std::{fmt, net::SocketAddr, sync::Arc};
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -17,19 +22,54 @@ use axum::{
 };
 use sqlx::PgPool;
 
-/// Dashboard settings.
+pub use client::{TrustedProxy, TrustedProxyError};
+pub use error::PageError;
+
+/// Dashboard settings (a plain struct; the worker builds it from CLI/env).
 #[derive(Clone, Default)]
 pub struct DashboardConfig {
     /// Token that logs in as admin.
     pub admin_token: Option<String>,
     /// Token that logs in read-only.
     pub readonly_token: Option<String>,
-    /// Key for session cookies; random per process when `None`.
+    /// Key for session fingerprints and CSRF tokens; random per process when `None`
+    /// (sessions then end when the process restarts).
     pub session_secret: Option<String>,
     /// Rows per page (default 50).
     pub page_size: i64,
     /// Mark cookies `Secure` (behind HTTPS).
     pub secure_cookies: bool,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (empty: the TCP peer
+    /// is the client, and `X-Forwarded-For` is ignored).
+    pub trusted_proxies: Vec<TrustedProxy>,
+    /// Failed-login limits.
+    pub login_throttle: LoginThrottleConfig,
+}
+
+/// Limits on failed logins (form logins and bearer tokens). Token buckets: a bucket
+/// holds `burst` failures and gets one back every `period`; nothing is ever locked for
+/// longer than it takes the bucket to refill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottleConfig {
+    /// Failures one client address (IPv4 address, IPv6 /64) may make at once.
+    pub per_client_burst: u32,
+    /// One more failure per client per this period.
+    pub per_client_period: Duration,
+    /// Failures all clients together may make at once (clients within their own limit).
+    pub global_burst: u32,
+    /// One more failure overall per this period.
+    pub global_period: Duration,
+}
+
+impl Default for LoginThrottleConfig {
+    fn default() -> Self {
+        LoginThrottleConfig {
+            per_client_burst: 5,
+            per_client_period: Duration::from_secs(12),
+            global_burst: 100,
+            global_period: Duration::from_secs(1),
+        }
+    }
 }
 
 impl fmt::Debug for DashboardConfig {
@@ -41,6 +81,8 @@ impl fmt::Debug for DashboardConfig {
             .field("session_secret", &set(&self.session_secret))
             .field("page_size", &self.page_size)
             .field("secure_cookies", &self.secure_cookies)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("login_throttle", &self.login_throttle)
             .finish()
     }
 }
@@ -54,6 +96,10 @@ pub enum DashboardError {
     NoCredentials,
     #[error("dashboard tokens must be at least 12 characters long")]
     WeakToken,
+    #[error("the admin and read-only dashboard tokens must differ")]
+    SameTokens,
+    #[error("dashboard login throttle: bursts and periods must be positive")]
+    BadThrottle,
     #[error("could not serve the dashboard on {addr}: {source}")]
     Serve {
         addr: SocketAddr,
@@ -62,15 +108,20 @@ pub enum DashboardError {
 }
 
 /// Shared state of the handlers.
-#[derive(Clone)]
 pub(crate) struct AppState {
     pub pool: PgPool,
     pub keys: auth::Keys,
     pub page_size: i64,
     pub secure_cookies: bool,
+    pub trusted_proxies: Vec<TrustedProxy>,
+    pub throttle: throttle::LoginThrottle,
 }
 
-/// The dashboard's routes.
+pub(crate) type SharedState = Arc<AppState>;
+
+/// The dashboard's routes. Serve them with [`serve_router`] (or with
+/// `into_make_service_with_connect_info::<SocketAddr>()`): without the peer address
+/// every client shares one login-throttle bucket.
 pub fn router(pool: PgPool, config: DashboardConfig) -> Result<Router, DashboardError> {
     let admin = config.admin_token.filter(|t| !t.is_empty());
     let readonly = config.readonly_token.filter(|t| !t.is_empty());
@@ -80,45 +131,53 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Result<Router, Dashboard
     if [&admin, &readonly]
         .into_iter()
         .flatten()
-        .any(|t| t.len() < 12)
+        .any(|t| t.chars().count() < 12)
     {
         return Err(DashboardError::WeakToken);
     }
+    if admin.is_some() && admin == readonly {
+        return Err(DashboardError::SameTokens);
+    }
     let secret = match config.session_secret.filter(|s| !s.is_empty()) {
         Some(s) => s.into_bytes(),
-        None => (0..4)
-            .flat_map(|_| rand::random::<u64>().to_le_bytes())
-            .collect(),
+        None => rand::random::<[u8; 32]>().to_vec(),
     };
+    let throttle =
+        throttle::LoginThrottle::new(config.login_throttle).ok_or(DashboardError::BadThrottle)?;
     let state = Arc::new(AppState {
         pool,
-        keys: auth::Keys::new(secret, admin, readonly),
+        keys: auth::Keys::new(&secret, admin, readonly),
         page_size: if config.page_size > 0 {
             config.page_size.min(500)
         } else {
             50
         },
         secure_cookies: config.secure_cookies,
+        trusted_proxies: config.trusted_proxies,
+        throttle,
     });
     Ok(Router::new()
-        .route("/", get(pages::overview))
-        .route("/login", get(pages::login_form).post(pages::login))
-        .route("/logout", post(pages::logout))
-        .route("/jobs", get(pages::jobs))
-        .route("/jobs/retry", post(pages::retry_many))
-        .route("/jobs/discard", post(pages::discard_many))
-        .route("/jobs/{id}", get(pages::job))
-        .route("/jobs/{id}/retry", post(pages::retry_one))
-        .route("/jobs/{id}/discard", post(pages::discard_one))
-        .route("/runs", get(pages::runs))
-        .route("/runs/now", post(pages::run_now))
-        .route("/runs/{id}", get(pages::run))
-        .route("/users", get(pages::users))
-        .route("/users/{id}", get(pages::user))
-        .route("/users/{id}/sync", post(pages::sync_user))
-        .route("/audit", get(pages::audit))
+        .route("/", get(pages::overview::page))
+        .route("/login", get(pages::login::form).post(pages::login::submit))
+        .route("/logout", post(pages::login::logout))
+        .route("/jobs", get(pages::jobs::list))
+        .route("/jobs/retry", post(pages::jobs::retry_many))
+        .route("/jobs/discard", post(pages::jobs::discard_many))
+        .route("/jobs/{id}", get(pages::jobs::detail))
+        .route("/jobs/{id}/retry", post(pages::jobs::retry_one))
+        .route("/jobs/{id}/discard", post(pages::jobs::discard_one))
+        .route("/runs", get(pages::runs::list))
+        .route("/runs/now", post(pages::runs::run_now))
+        .route("/runs/{id}", get(pages::runs::detail))
+        .route("/users", get(pages::users::list))
+        .route("/users/{id}", get(pages::users::detail))
+        .route("/users/{id}/sync", post(pages::users::sync_now))
+        .route("/audit", get(pages::audit::list))
+        .route("/static/dashboard.css", get(pages::layout::stylesheet))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(pages::not_found)
+        .method_not_allowed_fallback(pages::method_not_allowed)
+        .layer(axum::middleware::map_response(security::headers))
         .with_state(state))
 }
 
@@ -133,7 +192,8 @@ pub async fn serve(
 }
 
 /// Serve an already built [`router`] on `listen` until `shutdown` resolves (lets callers
-/// fail on bad configuration before they bind or announce anything).
+/// fail on bad configuration before they bind or announce anything). Handlers see the
+/// peer address (login throttling is per client).
 pub async fn serve_router(
     app: Router,
     listen: SocketAddr,
@@ -145,10 +205,27 @@ pub async fn serve_router(
             addr: listen,
             source,
         })?;
-    let addr = listener.local_addr().unwrap_or(listen);
+    serve_listener(app, listener, shutdown).await
+}
+
+/// Serve an already built [`router`] on a bound listener until `shutdown` resolves.
+pub async fn serve_listener(
+    app: Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DashboardError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DashboardError::Serve {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
     tracing::info!(%addr, "dashboard listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| DashboardError::Serve { addr, source })
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|source| DashboardError::Serve { addr, source })
 }

@@ -86,6 +86,7 @@ async fn app(pool: &PgPool, page_size: i64) -> Router {
             session_secret: None,
             page_size,
             secure_cookies: false,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -301,12 +302,22 @@ async fn retry_one_failed_job_with_csrf_and_audit(pool: PgPool) {
             .body
             .contains("retry_jobs")
     );
-    // Open redirects are not followed.
+    // Open redirects are refused before the action runs.
     let r = post(
         &app,
         &format!("/jobs/{job}/discard"),
         Some(&cookie),
         &[("csrf", &csrf), ("back", "//evil.example/")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.location.is_empty(), "{}", r.location);
+    assert_eq!(status_of(&pool, &job).await, "Pending");
+    let r = post(
+        &app,
+        &format!("/jobs/{job}/discard"),
+        Some(&cookie),
+        &[("csrf", &csrf), ("back", &format!("/jobs/{job}"))],
     )
     .await;
     assert!(

@@ -221,12 +221,16 @@ pub struct DashboardAuthArgs {
     /// Token that logs in read-only.
     #[arg(long, env = "CALSYNC_DASHBOARD_READONLY_TOKEN", hide_env_values = true)]
     pub dashboard_readonly_token: Option<String>,
-    /// Key signing session cookies (random per process when unset: sessions end on restart).
+    /// Key for session fingerprints and CSRF tokens (random per process when unset: sessions end on restart).
     #[arg(long, env = "CALSYNC_DASHBOARD_SESSION_SECRET", hide_env_values = true)]
     pub dashboard_session_secret: Option<String>,
     /// Mark cookies Secure (serve the dashboard behind HTTPS).
     #[arg(long, env = "CALSYNC_DASHBOARD_SECURE_COOKIES")]
     pub dashboard_secure_cookies: bool,
+    /// Reverse proxies (addresses or CIDR networks, comma-separated) whose
+    /// X-Forwarded-For names the client; unset: X-Forwarded-For is ignored.
+    #[arg(long, env = "CALSYNC_DASHBOARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub dashboard_trusted_proxies: Vec<calsync_dashboard::TrustedProxy>,
 }
 
 /// `calsync dashboard`.

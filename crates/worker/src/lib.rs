@@ -104,5 +104,7 @@ pub fn dashboard_config(args: &cli::DashboardAuthArgs) -> calsync_dashboard::Das
             .filter(|t| !t.is_empty()),
         page_size: 50,
         secure_cookies: args.dashboard_secure_cookies,
+        trusted_proxies: args.dashboard_trusted_proxies.clone(),
+        ..Default::default()
     }
 }

@@ -1,0 +1,188 @@
+//! The page layout, the stylesheet and small shared components. Everything is a maud
+//! template: dynamic values are escaped by construction (`PreEscaped` is never used on
+//! data).
+
+use axum::{
+    http::{HeaderValue, header},
+    response::{Html, IntoResponse, Response},
+};
+use calsync_domain::queue::JobState;
+use chrono::{DateTime, Utc};
+use maud::{DOCTYPE, Markup, html};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// The stylesheet, served as `/static/dashboard.css` (the CSP allows no inline styles).
+pub const CSS: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}\
+header{background:#1d2a44;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.2rem;align-items:center}\
+header a{color:#dfe6f5;text-decoration:none}header a:hover{color:#fff}header .who{margin-left:auto;font-size:12px}\
+main{padding:1rem 1.2rem;max-width:1300px}h1{font-size:20px;margin:.2rem 0 1rem}h2{font-size:16px;margin:1.4rem 0 .5rem}\
+table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:.35rem .5rem;border-bottom:1px solid #e3e6eb;text-align:left;vertical-align:top}\
+th{background:#eef1f5;font-weight:600}td.num,th.num{text-align:right}code,pre{font:12px ui-monospace,monospace}\
+pre{background:#fff;border:1px solid #e3e6eb;padding:.6rem;overflow:auto;max-height:26rem}\
+.flash{background:#e7f5ea;border:1px solid #9fd3ab;padding:.5rem .8rem;margin-bottom:1rem}\
+.error{background:#fdecea;border:1px solid #f1a9a0;padding:.5rem .8rem;margin-bottom:1rem}\
+.st{display:inline-block;padding:0 .45rem;border-radius:.6rem;font-size:12px;background:#e4e7ec}\
+.st-failed,.st-killed,.st-needs_reauth,.st-calendar_missing,.st-failing{background:#f9d6d2}.st-done,.st-ok{background:#d4efd9}\
+.st-running{background:#d6e4fb}.st-retrying{background:#fbecc8}form.inline{display:inline}\
+button{font:inherit;padding:.2rem .7rem;border:1px solid #8592a8;border-radius:.25rem;background:#fff;cursor:pointer}\
+button.danger{border-color:#c0392b;color:#c0392b}input,select{font:inherit;padding:.2rem .3rem}\
+.cards{display:flex;gap:.8rem;flex-wrap:wrap}.card{background:#fff;border:1px solid #e3e6eb;padding:.6rem .9rem;min-width:9rem}\
+.card b{display:block;font-size:20px}.muted{color:#6b7587}.filters{margin-bottom:.8rem;display:flex;gap:.6rem;flex-wrap:wrap;align-items:end}";
+
+/// `GET /static/dashboard.css`.
+pub async fn stylesheet() -> Response {
+    let mut resp = ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    resp
+}
+
+/// Who is logged in, for the header.
+pub struct Who<'a> {
+    /// "admin" or "read-only".
+    pub role: &'a str,
+    pub csrf: &'a str,
+}
+
+/// The whole page around `body`.
+pub fn page(title: &str, who: Option<Who<'_>>, flash: Option<&str>, body: Markup) -> Html<String> {
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width,initial-scale=1";
+                    title { (title) " · calsync" }
+                    link rel="stylesheet" href="/static/dashboard.css";
+                }
+                body {
+                    header {
+                        strong { "calsync" }
+                        @if let Some(who) = who {
+                            a href="/" { "Overview" }
+                            a href="/jobs" { "Jobs" }
+                            a href="/runs" { "Nightly runs" }
+                            a href="/users" { "Users" }
+                            a href="/audit" { "Audit log" }
+                            span.who {
+                                (who.role) " · "
+                                form.inline method="post" action="/logout" {
+                                    (csrf_field(who.csrf))
+                                    button { "Log out" }
+                                }
+                            }
+                        }
+                    }
+                    main {
+                        h1 { (title) }
+                        @if let Some(f) = flash.filter(|f| !f.is_empty()) {
+                            div.flash role="status" { (f) }
+                        }
+                        (body)
+                    }
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+/// An error page (no navigation: the caller may not be logged in).
+pub fn error_page(title: &str, message: &str) -> Html<String> {
+    page(
+        title,
+        None,
+        None,
+        html! { div.error role="alert" { (message) } },
+    )
+}
+
+/// The hidden CSRF input.
+pub fn csrf_field(csrf: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(csrf); }
+}
+
+/// A state badge.
+pub fn badge(state: &str) -> Markup {
+    html! { span class={ "st st-" (state) } { (state) } }
+}
+
+/// A job state badge.
+pub fn job_badge(state: JobState) -> Markup {
+    badge(state.as_str())
+}
+
+/// A POST button form with hidden fields.
+pub fn button(
+    action: &str,
+    label: &str,
+    csrf: &str,
+    hidden: &[(&str, String)],
+    danger: bool,
+) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (csrf_field(csrf))
+            @for (k, v) in hidden {
+                input type="hidden" name=(k) value=(v);
+            }
+            button.danger[danger] { (label) }
+        }
+    }
+}
+
+/// Characters left as they are in a query value (RFC 3986 unreserved).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encode a query parameter value or a path segment.
+pub fn enc(s: &str) -> String {
+    utf8_percent_encode(s, QUERY_VALUE).to_string()
+}
+
+/// A query string from name/value pairs (without the `?`).
+pub fn query(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A timestamp as `YYYY-MM-DD HH:MM:SS UTC`, or a dash.
+pub fn ts(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "—".into())
+}
+
+/// Shorten to `n` characters.
+pub fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_and_encoded() {
+        let m = html! { p title=("\"><script>") { ("<img src=x onerror=alert(1)>") } };
+        let s = m.into_string();
+        assert!(!s.contains("<script>") && !s.contains("<img"), "{s}");
+        assert_eq!(enc("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(
+            query(&[("state", "failed".into()), ("q", "x y".into())]),
+            "state=failed&q=x%20y"
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! Users: search and filter, one user with their recent jobs, and "sync now". (The week
+//! grid and the dry-run diff will join the user page.)
+
+use axum::extract::State;
+use calsync_domain::{
+    DomainError, jobs,
+    queue::{self, JobFilter},
+    user_list::{self, UserFilter, UserQuery},
+    users,
+};
+use maud::html;
+
+use super::{
+    Action, Ctx, PageResult,
+    layout::{badge, button, query, short, ts},
+};
+use crate::{
+    SharedState,
+    error::PageError,
+    input::{PathId, QueryParams},
+};
+
+/// `GET /users`.
+pub async fn list(
+    State(st): State<SharedState>,
+    ctx: Ctx,
+    QueryParams(p): QueryParams,
+) -> PageResult {
+    let search = p.get("q").map(str::trim).unwrap_or("").to_string();
+    let filter = p
+        .get("status")
+        .map(|s| {
+            UserFilter::parse(s)
+                .ok_or_else(|| PageError::BadRequest(format!("unknown status {s:?}")))
+        })
+        .transpose()?;
+    let q = UserQuery {
+        search: Some(search.clone()).filter(|s| !s.is_empty()),
+        filter,
+        after: p.number("after", "after")?,
+        limit: st.page_size + 1,
+    };
+    let mut rows = user_list::list(&st.pool, &q).await?;
+    let more = rows.len() as i64 > st.page_size;
+    rows.truncate(st.page_size as usize);
+    let status = filter.map(|f| f.as_str()).unwrap_or("");
+    let next = rows.last().filter(|_| more).map(|last| {
+        format!(
+            "/users?{}",
+            query(&[
+                ("q", search.clone()),
+                ("status", status.to_string()),
+                ("after", last.id.to_string())
+            ])
+        )
+    });
+    let body = html! {
+        form.filters method="get" action="/users" {
+            label { "id or e-mail " input name="q" value=(search); }
+            label {
+                "status "
+                select name="status" {
+                    option value="" { "any" }
+                    @for f in UserFilter::ALL {
+                        option selected[filter == Some(f)] { (f.as_str()) }
+                    }
+                }
+            }
+            button { "Search" }
+        }
+        table {
+            tr {
+                th { "id" } th { "e-mail" } th { "name" } th { "calendar" }
+                th { "flagged" } th { "last sync" } th { "status" } th { "last error" }
+            }
+            @if rows.is_empty() {
+                tr { td.muted colspan="8" { "No users match." } }
+            }
+            @for u in &rows {
+                tr {
+                    td { a href={ "/users/" (u.id) } { (u.id) } }
+                    td { (u.email) }
+                    td { (u.name) }
+                    td { @if u.has_calendar { "yes" } @else { "none" } }
+                    td { @if u.calendar_needs_sync { "yes" } @else { "no" } }
+                    td { (ts(u.last_calendar_sync_at)) }
+                    td { (badge(u.calendar_sync_status.as_str())) }
+                    td { (short(u.last_sync_error.as_deref().unwrap_or(""), 100)) }
+                }
+            }
+        }
+        @if let Some(next) = next {
+            p { a rel="next" href=(next) { "Next →" } }
+        }
+    };
+    ctx.render("Users", body)
+}
+
+/// `GET /users/{id}`.
+pub async fn detail(
+    State(st): State<SharedState>,
+    ctx: Ctx,
+    PathId(id): PathId<i64>,
+) -> PageResult {
+    let u = match users::get(&st.pool, id).await {
+        Ok(u) => u,
+        Err(DomainError::UnknownUser(_)) => {
+            return Err(PageError::NotFound(format!("There is no user {id}.")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let of_user = JobFilter {
+        user_id: Some(id),
+        ..Default::default()
+    };
+    let recent = jobs::list(&st.pool, &of_user, None, 20).await?;
+    let body = html! {
+        table {
+            tr { th { "id" } td { (id) } }
+            tr { th { "e-mail" } td { (u.email) } }
+            tr { th { "name" } td { (u.name) } }
+            tr { th { "course calendar" } td { (u.google_course_calendar_id.as_deref().unwrap_or("none")) } }
+            tr { th { "needs sync" } td { @if u.calendar_needs_sync { "yes" } @else { "no" } } }
+            tr { th { "last sync" } td { (ts(u.last_calendar_sync_at)) } }
+            tr { th { "status" } td { (badge(u.calendar_sync_status.as_str())) } }
+            tr { th { "last error" } td { (u.last_sync_error.as_deref().unwrap_or("—")) } }
+            tr { th { "last error at" } td { (ts(u.last_sync_error_at)) } }
+            tr { th { "change generation" } td { (u.calendar_sync_generation) } }
+        }
+        @if ctx.admin() {
+            p { (button(&format!("/users/{id}/sync"), "Sync now", ctx.csrf(), &[("back", format!("/users/{id}"))], false)) }
+        }
+        h2 { "Recent jobs" }
+        (super::jobs::table(&recent))
+        p { a href={ "/jobs?user_id=" (id) } { "All jobs of this user" } }
+    };
+    ctx.render(&format!("User {id}"), body)
+}
+
+/// `POST /users/{id}/sync`.
+pub async fn sync_now(
+    State(st): State<SharedState>,
+    PathId(id): PathId<i64>,
+    act: Action,
+) -> PageResult {
+    let here = format!("/users/{id}");
+    match queue::enqueue_sync(&st.pool, id, "dashboard").await {
+        Ok(job) => {
+            // Not in the enqueue's transaction: the domain's operator actions will take
+            // the audit row into their own transaction (the queue owner's change).
+            let _ = queue::audit(
+                &st.pool,
+                act.actor(),
+                "sync_user",
+                serde_json::json!({"user_id": id, "job_id": job}),
+            )
+            .await;
+            tracing::info!(user_id = id, job_id = %job, "dashboard: sync enqueued");
+            Ok(act.back_to(&here, &format!("Sync of user {id} queued as job {job}")))
+        }
+        Err(DomainError::UnknownUser(_)) => {
+            Ok(act.back_to("/users", &format!("Unknown user {id}")))
+        }
+        Err(DomainError::NoCalendar(_)) => Ok(act.back_to(
+            &here,
+            &format!("User {id} has no course calendar; nothing to sync"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
