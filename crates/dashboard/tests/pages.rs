@@ -1,139 +1,14 @@
 //! Every dashboard page and action, in process, against real Postgres.
 
+mod common;
+
 use axum::{
-    Router,
     body::Body,
     http::{Request, StatusCode, header},
 };
 use calsync_dashboard::{DashboardConfig, router};
-use http_body_util::BodyExt;
+use common::*;
 use sqlx::PgPool;
-use tower::ServiceExt;
-
-const ADMIN: &str = "admin-token-0123456789";
-const READONLY: &str = "readonly-token-0123456789";
-
-struct Resp {
-    status: StatusCode,
-    location: String,
-    cookie: Option<String>,
-    body: String,
-}
-
-async fn send(app: &Router, req: Request<Body>) -> Resp {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let location = resp
-        .headers()
-        .get(header::LOCATION)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let cookie = resp
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
-    let body =
-        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
-    Resp {
-        status,
-        location,
-        cookie,
-        body,
-    }
-}
-
-async fn get(app: &Router, uri: &str, cookie: Option<&str>) -> Resp {
-    let mut req = Request::get(uri);
-    if let Some(c) = cookie {
-        req = req.header(header::COOKIE, c);
-    }
-    send(app, req.body(Body::empty()).unwrap()).await
-}
-
-async fn post(app: &Router, uri: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Resp {
-    let body = form
-        .iter()
-        .map(|(k, v)| format!("{k}={}", urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut req =
-        Request::post(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-    if let Some(c) = cookie {
-        req = req.header(header::COOKIE, c);
-    }
-    send(app, req.body(Body::from(body)).unwrap()).await
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-async fn app(pool: &PgPool, page_size: i64) -> Router {
-    calsync_domain::migrate(pool).await.unwrap();
-    router(
-        pool.clone(),
-        DashboardConfig {
-            admin_token: Some(ADMIN.into()),
-            readonly_token: Some(READONLY.into()),
-            session_secret: None,
-            page_size,
-            secure_cookies: false,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
-async fn login(app: &Router, token: &str) -> String {
-    let r = post(app, "/login", None, &[("token", token)]).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert_eq!(r.location, "/");
-    r.cookie.expect("session cookie")
-}
-
-fn csrf_of(body: &str) -> String {
-    let i =
-        body.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
-    body[i..].split('"').next().unwrap().to_string()
-}
-
-async fn user(pool: &PgPool, email: &str, cal: Option<&str>) -> i64 {
-    sqlx::query_scalar("INSERT INTO users (email, name, google_course_calendar_id) VALUES ($1, 'Name', $2) RETURNING id")
-        .bind(email)
-        .bind(cal)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
-async fn failed_job(pool: &PgPool, user_id: i64, err: &str) -> String {
-    let id = calsync_domain::queue::enqueue_sync(pool, user_id, "test")
-        .await
-        .unwrap();
-    sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts, last_result = jsonb_build_object('Err', $2::text) WHERE id = $1")
-        .bind(&id)
-        .bind(err)
-        .execute(pool)
-        .await
-        .unwrap();
-    id
-}
-
-async fn status_of(pool: &PgPool, id: &str) -> String {
-    sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
 
 #[sqlx::test(migrations = false)]
 async fn closed_by_default(pool: PgPool) {
