@@ -1,6 +1,6 @@
 //! End-to-end in headless Chromium (Debian's `chromium` + `chromium-driver`): log in,
 //! retry a failed job, watch a real worker run it to done; the read-only role sees no
-//! actions.
+//! actions; a logged-out session cookie stays dead when replayed.
 
 use std::{
     net::SocketAddr,
@@ -175,6 +175,17 @@ async fn admin_logs_in_retries_a_failed_job_and_sees_it_succeed() {
     log_in(&c, &base, ADMIN).await;
     let src = page_with(&c, "<h1>Overview</h1>").await;
     assert!(src.contains("sync-calendar"), "{src}");
+    // The stylesheet is allowed by the content security policy (no inline styles).
+    wait_until("stylesheet applied", Duration::from_secs(20), || async {
+        c.execute(
+            "return getComputedStyle(document.querySelector('header')).backgroundColor",
+            vec![],
+        )
+        .await
+        .map(|v| v == serde_json::json!("rgb(29, 42, 68)"))
+        .unwrap_or(false)
+    })
+    .await;
 
     // Failed jobs → the job → Retry now.
     c.goto(&format!("{base}/jobs?state=failed")).await.unwrap();
@@ -240,7 +251,15 @@ async fn readonly_login_shows_no_actions() {
     );
     c.goto(&format!("{base}/users/{}", users[0])).await.unwrap();
     assert!(!c.source().await.unwrap().contains("Sync now"));
-    // Logging out ends the session.
+    // Logging out ends the session, server-side: a saved copy of the cookie does not
+    // log back in.
+    let saved = c
+        .get_all_cookies()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name() == "calsync_session")
+        .expect("session cookie");
     c.find(Locator::XPath("//button[text()='Log out']"))
         .await
         .unwrap()
@@ -248,6 +267,10 @@ async fn readonly_login_shows_no_actions() {
         .await
         .unwrap();
     page_with(&c, "<h1>Log in</h1>").await;
+    c.goto(&format!("{base}/jobs")).await.unwrap();
+    page_with(&c, "<h1>Log in</h1>").await;
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/login"));
+    c.add_cookie(saved).await.unwrap();
     c.goto(&format!("{base}/jobs")).await.unwrap();
     page_with(&c, "<h1>Log in</h1>").await;
     assert!(c.current_url().await.unwrap().as_str().ends_with("/login"));
