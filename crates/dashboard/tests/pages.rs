@@ -21,6 +21,13 @@ async fn closed_by_default(pool: PgPool) {
         ..Default::default()
     };
     assert!(router(pool.clone(), weak).is_err());
+    let same = DashboardConfig {
+        admin_token: Some(ADMIN.into()),
+        readonly_token: Some(ADMIN.into()),
+        ..Default::default()
+    };
+    let err = router(pool.clone(), same).unwrap_err().to_string();
+    assert!(err.contains("must differ"), "{err}");
     let dbg = format!(
         "{:?}",
         DashboardConfig {
