@@ -1,6 +1,12 @@
 //! The page layout, the stylesheet and small shared components. Everything is a maud
 //! template: dynamic values are escaped by construction (`PreEscaped` is never used on
 //! data).
+//!
+//! Why maud rather than askama: templates are plain Rust functions returning `Markup`,
+//! so components (tables, badges, buttons; later SVG charts and the week grid) compose
+//! as functions with type-checked arguments, there is no template file and context
+//! struct to keep in sync, and the only way around escaping is an explicit, greppable
+//! `PreEscaped`.
 
 use axum::{
     http::{HeaderValue, header},
