@@ -4,14 +4,19 @@
 //! * [`users`]: users, their sync flags and the compare-and-clear that ends a sync.
 //! * [`schedule`]: a user's enrollments → courses → meeting times → rooms.
 //! * [`events`]: the pure mapping from a schedule to the Google Calendar events it must show.
+//! * [`academic`]: the academic calendar in that mapping (cancelled classes, final exams,
+//!   published holidays and breaks).
+//! * [`tracking`]: the change-tracking declaration (`calsync.tracked_columns`).
 //! * [`credentials`]: per-user Google OAuth credentials.
 //! * [`queue`]: enqueueing `SyncUserJob`s, the nightly fan-out, retry/discard of jobs.
 
+pub mod academic;
 pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod queue;
 pub mod schedule;
+pub mod tracking;
 pub mod users;
 
 pub use error::DomainError;
