@@ -1,8 +1,9 @@
 //! Ready-made universities built with the [`Seed`] builder.
 //!
 //! [`fall_term`] is the realistic term the demo (and the bench's campus-wide holiday)
-//! seed: Fall 2026, Monday 31 August to Friday 11 December, with Labor Day, a fall
-//! break, Thanksgiving, a reading day and an exam week with one final exam per course.
+//! seed: Fall 2026, classes from Monday 31 August to Friday 11 December, with Labor
+//! Day, a fall break, Thanksgiving, a reading day and an exam week (14–18 December, no
+//! classes) with one final exam per course. Courses run until the end of exam week.
 
 use chrono::{Duration, NaiveDate, Weekday};
 
@@ -19,8 +20,12 @@ pub mod fall_2026 {
         ymd(2026, 8, 31)
     }
     /// Last day of classes (a Friday).
-    pub fn last_day() -> NaiveDate {
+    pub fn last_day_of_classes() -> NaiveDate {
         ymd(2026, 12, 11)
+    }
+    /// Last day of the term's courses: the end of exam week.
+    pub fn last_day() -> NaiveDate {
+        exam_week().1
     }
     /// Labor Day (Monday).
     pub fn labor_day() -> NaiveDate {
@@ -49,7 +54,7 @@ pub mod fall_2026 {
         let (tg_first, tg_last) = thanksgiving();
         let (exam_first, exam_last) = exam_week();
         vec![
-            AcademicSpec::holiday("Labor Day (no classes)", labor_day()).publish(true),
+            AcademicSpec::holiday("Labor Day", labor_day()).publish(true),
             AcademicSpec::break_days("Fall break", fall_first, fall_last).publish(true),
             AcademicSpec::new(
                 "Last day to withdraw",
