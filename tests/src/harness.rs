@@ -230,51 +230,54 @@ impl Drop for WorkerProcess {
 }
 
 /// Seed `n` students, each enrolled in 2 of 4 courses (2 meeting times each), with a
-/// calendar and refresh token in the fake. Returns the user ids.
+/// calendar (`e2e-cal-<g>`, g = 1..n) and refresh token (`e2e-rt-<user id>`) registered
+/// in the fake. Returns the user ids.
 pub async fn seed_university(
     pool: &PgPool,
     fake: &calsync_fake_google::FakeGoogle,
     n: i64,
 ) -> Vec<i64> {
-    for sql in [
-        "INSERT INTO rooms (building, number) VALUES ('Smith', '101'), ('Jones', '202')",
-        "INSERT INTO courses (title, subject, course_number, section_number, start_date, end_date) \
-         SELECT 'Course ' || g, 'CS', (100 + g)::text, '001', DATE '2026-01-12', DATE '2026-05-01' FROM generate_series(1, 4) g",
-        "INSERT INTO meeting_times (course_id, day_of_week, begin_time, end_time, room_id) \
-         SELECT c.id, d, TIME '09:00' + c.id * interval '1 hour', TIME '10:00' + c.id * interval '1 hour', 1 + c.id % 2 \
-         FROM courses c CROSS JOIN (VALUES (1), (3)) v(d)",
-    ] {
-        sqlx::query(sql).execute(pool).await.expect("seed");
+    use calsync_seed::{CourseSpec, MeetingSpec, RoomSpec, Seed, StudentSpec, hm, ymd};
+    use chrono::Weekday;
+    let mut seed = Seed::new();
+    let rooms = [
+        seed.add_room(RoomSpec::new("Smith", "101")),
+        seed.add_room(RoomSpec::new("Jones", "202")),
+    ];
+    let courses: Vec<_> = (1..=4u32)
+        .map(|g| {
+            let course = seed.add_course(
+                CourseSpec::new(format!("Course {g}"), "CS", (100 + g).to_string())
+                    .dates(ymd(2026, 1, 12), ymd(2026, 5, 1)),
+            );
+            for day in [Weekday::Mon, Weekday::Wed] {
+                seed.add_meeting(
+                    MeetingSpec::new(course, day, hm(9 + g, 0), hm(10 + g, 0))
+                        .room(rooms[(g % 2) as usize]),
+                );
+            }
+            course
+        })
+        .collect();
+    for g in 1..=n as usize {
+        let student = seed.add_student(
+            StudentSpec::new(format!("e2e{g}@uni.edu"))
+                .name(format!("Student {g}"))
+                .calendar(format!("e2e-cal-{g}")),
+        );
+        for k in 0..2 {
+            seed.enroll(student, courses[(g + k) % 4]);
+        }
     }
-    sqlx::query(
-        "INSERT INTO users (email, name, google_course_calendar_id) \
-         SELECT 'e2e' || g || '@uni.edu', 'Student ' || g, 'e2e-cal-' || g FROM generate_series(1, $1) g",
-    )
-    .bind(n)
-    .execute(pool)
-    .await
-    .expect("users");
-    sqlx::query("INSERT INTO google_credentials (user_id, refresh_token) SELECT id, 'e2e-rt-' || id FROM users")
-        .execute(pool)
-        .await
-        .expect("credentials");
-    sqlx::query(
-        "INSERT INTO enrollments (user_id, course_id) \
-         SELECT u.id, 1 + ((u.id + k) % 4) FROM users u CROSS JOIN (VALUES (0), (1)) v(k)",
-    )
-    .execute(pool)
-    .await
-    .expect("enrollments");
-    let users: Vec<(i64, String)> =
-        sqlx::query_as("SELECT id, google_course_calendar_id FROM users ORDER BY id")
-            .fetch_all(pool)
-            .await
-            .expect("users");
-    for (id, cal) in &users {
-        fake.create_calendar_with_id(cal, "Courses");
-        fake.add_refresh_token(&format!("e2e-rt-{id}"));
+    seed.refresh_tokens(|id| format!("e2e-rt-{id}"));
+    let seeded = seed.insert_with_pool(pool).await.expect("seed");
+    for student in &seeded.students {
+        if let (Some(cal), Some(token)) = (&student.calendar_id, &student.refresh_token) {
+            fake.create_calendar_with_id(cal, "Courses");
+            fake.add_refresh_token(token);
+        }
     }
-    users.into_iter().map(|(id, _)| id).collect()
+    seeded.user_ids()
 }
 
 /// Count of users still flagged or never synced.

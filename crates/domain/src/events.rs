@@ -1,6 +1,8 @@
 //! The pure calendar model: which Google Calendar events a schedule must produce.
 //!
-//! One recurring weekly event per meeting time. Times are wall-clock times in the
+//! One recurring weekly event per meeting time, minus the occurrences on no-class days
+//! (EXDATE lines, see [`crate::academic`]); one single event per final exam; one
+//! all-day event per published academic-calendar row. Times are wall-clock times in the
 //! school's time zone; Google expands the recurrence in that zone, so a 9:00 class stays
 //! at 9:00 across daylight-saving changes.
 //!
@@ -18,7 +20,8 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::schedule::{CourseSchedule, MeetingTime, SyncSnapshot};
+use crate::academic::{self, NoClassDays};
+use crate::schedule::{CourseSchedule, MeetingTime, Room, SyncSnapshot};
 
 /// Key of the private extended property that marks an event as calsync's.
 pub const OWNER_PROPERTY: &str = "calsync";
@@ -241,6 +244,7 @@ pub struct DesiredEvent {
     pub location: String,
     pub timing: EventTiming,
     /// RFC 5545 lines, e.g. `RRULE:FREQ=WEEKLY;BYDAY=MO;UNTIL=20260502T035959Z`
+    /// followed by one `EXDATE;TZID=…` line per cancelled occurrence, ascending
     /// (empty for single events).
     pub recurrence: Vec<String>,
     pub appearance: Appearance,
@@ -295,17 +299,42 @@ pub struct EventPlan {
     pub skipped: Vec<SkippedItem>,
 }
 
-/// Build the events for one user's schedule snapshot, ordered by id.
+/// Build the events for one user's schedule snapshot, ordered by id: classes (minus
+/// no-class days), final exams, published academic-calendar rows.
 pub fn plan_events(snapshot: &SyncSnapshot, tz: Tz) -> EventPlan {
-    plan_course_events(snapshot.user.id, &snapshot.courses, tz)
+    let user_id = snapshot.user.id;
+    let mut plan = EventPlan::default();
+    let no_class_days = NoClassDays::from_calendar(&snapshot.academic_calendar, &mut plan.skipped);
+    plan_classes(user_id, &snapshot.courses, &no_class_days, tz, &mut plan);
+    academic::plan_exams(user_id, &snapshot.courses, &snapshot.exams, tz, &mut plan);
+    academic::plan_published(
+        user_id,
+        &snapshot.courses,
+        &snapshot.academic_calendar,
+        &mut plan,
+    );
+    plan.events.sort_by(|a, b| a.id.cmp(&b.id));
+    plan
 }
 
-/// The class events of `courses` for `user_id`, ordered by id.
+/// The class events of `courses` for `user_id` (no academic calendar), ordered by id.
 pub fn plan_course_events(user_id: i64, courses: &[CourseSchedule], tz: Tz) -> EventPlan {
     let mut plan = EventPlan::default();
+    plan_classes(user_id, courses, &NoClassDays::default(), tz, &mut plan);
+    plan.events.sort_by(|a, b| a.id.cmp(&b.id));
+    plan
+}
+
+fn plan_classes(
+    user_id: i64,
+    courses: &[CourseSchedule],
+    no_class_days: &NoClassDays,
+    tz: Tz,
+    plan: &mut EventPlan,
+) {
     for cs in courses {
         for mt in &cs.meeting_times {
-            match event_for(user_id, cs, mt, tz) {
+            match event_for(user_id, cs, mt, no_class_days, tz) {
                 Ok(ev) => plan.events.push(ev),
                 Err(reason) => plan.skipped.push(SkippedItem {
                     source: EventSource::MeetingTime(mt.id),
@@ -314,8 +343,14 @@ pub fn plan_course_events(user_id: i64, courses: &[CourseSchedule], tz: Tz) -> E
             }
         }
     }
-    plan.events.sort_by(|a, b| a.id.cmp(&b.id));
-    plan
+}
+
+/// The event location of a room: "building number", or "TBD" for none or a placeholder.
+pub fn location_of(room: Option<&Room>) -> String {
+    match room {
+        Some(room) if !room.is_placeholder => format!("{} {}", room.building, room.number),
+        _ => "TBD".to_string(),
+    }
 }
 
 /// The deterministic event id for a user's meeting time: base32hex (`0-9a-v`), 5+ chars.
@@ -329,6 +364,7 @@ fn event_for(
     user_id: i64,
     cs: &CourseSchedule,
     mt: &MeetingTime,
+    no_class_days: &NoClassDays,
     tz: Tz,
 ) -> Result<DesiredEvent, String> {
     let course = &cs.course;
@@ -363,15 +399,13 @@ fn event_for(
         ));
     }
     let until = end_of_day_utc(tz, last_day);
-    let recurrence = vec![format!(
+    let mut recurrence = vec![format!(
         "RRULE:FREQ=WEEKLY;BYDAY={};UNTIL={}",
         BYDAY[day],
         until.format("%Y%m%dT%H%M%SZ")
     )];
-    let location = match &mt.room {
-        Some(room) if !room.is_placeholder => format!("{} {}", room.building, room.number),
-        _ => "TBD".to_string(),
-    };
+    recurrence.extend(no_class_days.exdates(first, last_day, mt.begin_time, tz));
+    let location = location_of(mt.room.as_ref());
     let source = EventSource::MeetingTime(mt.id);
     Ok(DesiredEvent {
         id: source.event_id(user_id),

@@ -4,12 +4,16 @@
 //! * [`users`]: users, their sync flags and the compare-and-clear that ends a sync.
 //! * [`schedule`]: a user's enrollments → courses → meeting times → rooms.
 //! * [`events`]: the pure mapping from a schedule to the Google Calendar events it must show.
+//! * [`academic`]: the academic calendar in that mapping (cancelled classes, final exams,
+//!   published holidays and breaks).
+//! * [`tracking`]: the change-tracking declaration (`calsync.tracked_columns`).
 //! * [`credentials`]: per-user Google OAuth credentials.
 //! * [`queue`]: enqueueing `SyncUserJob`s, the nightly fan-out, retry/discard of jobs.
 //! * [`jobs`], [`user_list`], [`audit`]: the operators' read side (job list and detail,
 //!   user list, audit log) the dashboard renders.
 //! * [`dashboard_sessions`]: revocable server-side dashboard sessions.
 
+pub mod academic;
 pub mod audit;
 pub mod credentials;
 pub mod dashboard_sessions;
@@ -18,6 +22,7 @@ pub mod events;
 pub mod jobs;
 pub mod queue;
 pub mod schedule;
+pub mod tracking;
 pub mod user_list;
 pub mod users;
 

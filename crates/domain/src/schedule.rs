@@ -1,7 +1,8 @@
-//! A user's course schedule: enrollments → courses → meeting times → rooms, loaded in
-//! one consistent snapshot together with the user's sync generation.
+//! A user's course schedule: enrollments → courses → meeting times → rooms, the final
+//! exams of those courses and the academic calendar around them, loaded in one
+//! consistent snapshot together with the user's sync generation.
 
-use chrono::{NaiveDate, NaiveTime};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
@@ -49,14 +50,106 @@ pub struct CourseSchedule {
     pub meeting_times: Vec<MeetingTime>,
 }
 
+/// A final exam of one of the user's courses (`final_exams`). Times are local
+/// wall-clock times in the school time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FinalExam {
+    pub id: i64,
+    pub course_id: i64,
+    pub starts_at: NaiveDateTime,
+    pub ends_at: NaiveDateTime,
+    pub room: Option<Room>,
+}
+
+/// A row of `academic_calendar_events` (holiday, break, reading day, exam period …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AcademicCalendarEvent {
+    pub id: i64,
+    pub title: String,
+    /// `holiday`, `break`, `reading_day`, `exam_period` or `other` (see
+    /// [`crate::academic::AcademicCategory`]).
+    pub category: String,
+    /// First day, inclusive.
+    pub start_date: NaiveDate,
+    /// Last day, inclusive (equal to `start_date` for a single day).
+    pub end_date: NaiveDate,
+    /// Class occurrences on these days are cancelled.
+    pub no_classes: bool,
+    /// Students see it as an all-day event.
+    pub publish: bool,
+}
+
 /// Everything a sync needs to know about one user, read in one snapshot.
 #[derive(Debug, Clone)]
 pub struct SyncSnapshot {
     pub user: User,
     pub courses: Vec<CourseSchedule>,
+    /// The final exams of `courses`, ordered by course and id.
+    pub exams: Vec<FinalExam>,
+    /// The academic calendar rows that cancel classes or are published, within the
+    /// span of the user's courses and meeting times, ordered by start date and id.
+    pub academic_calendar: Vec<AcademicCalendarEvent>,
 }
 
-/// Read a user and their schedule in one REPEATABLE READ snapshot (three queries).
+/// The user's courses.
+const COURSES_SQL: &str = "SELECT c.id, c.title, c.subject, c.course_number, c.section_number, c.start_date, c.end_date \
+     FROM enrollments e JOIN courses c ON c.id = e.course_id \
+     WHERE e.user_id = $1 ORDER BY c.id";
+
+/// The meeting times of the user's courses, with their rooms.
+const MEETING_TIMES_SQL: &str = "SELECT mt.id, mt.course_id, mt.day_of_week, mt.begin_time, mt.end_time, mt.start_date, mt.end_date, \
+            mt.room_id, r.building, r.number, r.is_placeholder \
+     FROM meeting_times mt \
+     JOIN enrollments e ON e.course_id = mt.course_id AND e.user_id = $1 \
+     LEFT JOIN rooms r ON r.id = mt.room_id \
+     ORDER BY mt.course_id, mt.id";
+
+/// The final exams of the user's courses, with their rooms.
+const EXAMS_SQL: &str = "SELECT fe.id, fe.course_id, fe.starts_at, fe.ends_at, \
+            fe.room_id, r.building, r.number, r.is_placeholder \
+     FROM final_exams fe \
+     JOIN enrollments e ON e.course_id = fe.course_id AND e.user_id = $1 \
+     LEFT JOIN rooms r ON r.id = fe.room_id \
+     ORDER BY fe.course_id, fe.id";
+
+/// Academic calendar rows that matter to anyone (no classes or published) within the
+/// span of the user's course and meeting dates. A row whose dates are reversed (only
+/// possible if the CHECK was bypassed) is loaded too, so the event model can report it.
+const ACADEMIC_CALENDAR_SQL: &str = "WITH span AS ( \
+         SELECT min(LEAST(c.start_date, mt.start_date)) AS lo, max(GREATEST(c.end_date, mt.end_date)) AS hi \
+         FROM enrollments e JOIN courses c ON c.id = e.course_id \
+         LEFT JOIN meeting_times mt ON mt.course_id = c.id \
+         WHERE e.user_id = $1) \
+     SELECT a.id, a.title, a.category, a.start_date, a.end_date, a.no_classes, a.publish \
+     FROM academic_calendar_events a, span \
+     WHERE (a.no_classes OR a.publish) \
+       AND LEAST(a.start_date, a.end_date) <= span.hi AND GREATEST(a.start_date, a.end_date) >= span.lo \
+     ORDER BY a.start_date, a.id";
+
+/// Every query [`load_snapshot`] runs besides the user row, in order. The columns they
+/// return are what the event model can depend on; the domain test
+/// `snapshot_reads_only_tracked_columns` checks them against `calsync.tracked_columns`.
+pub const SNAPSHOT_QUERIES: [&str; 4] = [
+    COURSES_SQL,
+    MEETING_TIMES_SQL,
+    EXAMS_SQL,
+    ACADEMIC_CALENDAR_SQL,
+];
+
+fn room_of(row: &sqlx::postgres::PgRow) -> Result<Option<Room>, sqlx::Error> {
+    let room_id: Option<i64> = row.try_get("room_id")?;
+    Ok(match room_id {
+        Some(id) => Some(Room {
+            id,
+            building: row.try_get("building")?,
+            number: row.try_get("number")?,
+            is_placeholder: row.try_get("is_placeholder")?,
+        }),
+        None => None,
+    })
+}
+
+/// Read a user and their schedule in one REPEATABLE READ snapshot (five queries).
 ///
 /// The user's `calendar_sync_generation` is read in the same snapshot as the schedule,
 /// so a change committed after the snapshot always bumps the generation past the one
@@ -68,14 +161,10 @@ pub async fn load_snapshot(pool: &PgPool, user_id: i64) -> Result<SyncSnapshot, 
         .await?;
     let user = users::get(&mut *tx, user_id).await?;
 
-    let course_rows = sqlx::query(
-        "SELECT c.id, c.title, c.subject, c.course_number, c.section_number, c.start_date, c.end_date \
-         FROM enrollments e JOIN courses c ON c.id = e.course_id \
-         WHERE e.user_id = $1 ORDER BY c.id",
-    )
-    .bind(user_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    let course_rows = sqlx::query(COURSES_SQL)
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
     let mut courses = Vec::with_capacity(course_rows.len());
     for row in course_rows {
         courses.push(CourseSchedule {
@@ -92,31 +181,23 @@ pub async fn load_snapshot(pool: &PgPool, user_id: i64) -> Result<SyncSnapshot, 
         });
     }
 
-    let mt_rows = sqlx::query(
-        "SELECT mt.id, mt.course_id, mt.day_of_week, mt.begin_time, mt.end_time, mt.start_date, mt.end_date, \
-                r.id AS room_id, r.building, r.number, r.is_placeholder \
-         FROM meeting_times mt \
-         JOIN enrollments e ON e.course_id = mt.course_id AND e.user_id = $1 \
-         LEFT JOIN rooms r ON r.id = mt.room_id \
-         ORDER BY mt.course_id, mt.id",
-    )
-    .bind(user_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    let mt_rows = sqlx::query(MEETING_TIMES_SQL)
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let exam_rows = sqlx::query(EXAMS_SQL)
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let academic_rows = sqlx::query(ACADEMIC_CALENDAR_SQL)
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
     tx.commit().await?;
 
     for row in mt_rows {
         let course_id: i64 = row.try_get("course_id")?;
-        let room_id: Option<i64> = row.try_get("room_id")?;
-        let room = match room_id {
-            Some(id) => Some(Room {
-                id,
-                building: row.try_get("building")?,
-                number: row.try_get("number")?,
-                is_placeholder: row.try_get("is_placeholder")?,
-            }),
-            None => None,
-        };
+        let room = room_of(&row)?;
         let mt = MeetingTime {
             id: row.try_get("id")?,
             course_id,
@@ -135,5 +216,32 @@ pub async fn load_snapshot(pool: &PgPool, user_id: i64) -> Result<SyncSnapshot, 
             })?;
         courses[slot].meeting_times.push(mt);
     }
-    Ok(SyncSnapshot { user, courses })
+    let mut exams = Vec::with_capacity(exam_rows.len());
+    for row in exam_rows {
+        exams.push(FinalExam {
+            id: row.try_get("id")?,
+            course_id: row.try_get("course_id")?,
+            starts_at: row.try_get("starts_at")?,
+            ends_at: row.try_get("ends_at")?,
+            room: room_of(&row)?,
+        });
+    }
+    let mut academic_calendar = Vec::with_capacity(academic_rows.len());
+    for row in academic_rows {
+        academic_calendar.push(AcademicCalendarEvent {
+            id: row.try_get("id")?,
+            title: row.try_get("title")?,
+            category: row.try_get("category")?,
+            start_date: row.try_get("start_date")?,
+            end_date: row.try_get("end_date")?,
+            no_classes: row.try_get("no_classes")?,
+            publish: row.try_get("publish")?,
+        });
+    }
+    Ok(SyncSnapshot {
+        user,
+        courses,
+        exams,
+        academic_calendar,
+    })
 }

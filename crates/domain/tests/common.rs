@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+use calsync_seed::{CourseSpec, MeetingSpec, RoomSpec, Seed, StudentSpec, hm, ymd};
+use chrono::Weekday;
 use sqlx::PgPool;
 
 /// Ids of the seeded rows.
@@ -18,84 +20,56 @@ pub struct Uni {
     pub room_b: i64,
 }
 
-/// Migrate the fresh test database and seed: alice and bob in CS 101, bob and carol in
-/// MA 201; everybody starts synced and unflagged.
+/// Migrate the fresh test database and seed: alice and bob in CS 101 (Mon and Wed),
+/// bob and carol in MA 201 (Tue), all 09:00–10:15 from 2026-01-12 to 2026-05-01;
+/// everybody starts synced and unflagged.
 pub async fn seed(pool: &PgPool) -> Uni {
     calsync_domain::migrate(pool).await.expect("migrate");
-    let user = |email: &'static str, cal: Option<&'static str>| async move {
-        sqlx::query_scalar::<_, i64>(
-            "INSERT INTO users (email, name, google_course_calendar_id) VALUES ($1, $1, $2) RETURNING id",
-        )
-        .bind(email)
-        .bind(cal)
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    let mut s = Seed::new();
+    let student = |s: &mut Seed, name: &str| {
+        s.add_student(StudentSpec::new(format!("{name}@uni.edu")).calendar(format!("cal-{name}")))
     };
-    let alice = user("alice@uni.edu", Some("cal-alice")).await;
-    let bob = user("bob@uni.edu", Some("cal-bob")).await;
-    let carol = user("carol@uni.edu", Some("cal-carol")).await;
-    let course = |title: &'static str, subject: &'static str, number: &'static str| async move {
-        sqlx::query_scalar::<_, i64>(
-            "INSERT INTO courses (title, subject, course_number, section_number, start_date, end_date, description, capacity) \
-             VALUES ($1, $2, $3, '001', '2026-01-12', '2026-05-01', 'desc', 30) RETURNING id",
+    let alice = student(&mut s, "alice");
+    let bob = student(&mut s, "bob");
+    let carol = student(&mut s, "carol");
+    let course = |s: &mut Seed, title: &str, subject: &str, number: &str| {
+        s.add_course(
+            CourseSpec::new(title, subject, number)
+                .dates(ymd(2026, 1, 12), ymd(2026, 5, 1))
+                .description("desc")
+                .capacity(30),
         )
-        .bind(title)
-        .bind(subject)
-        .bind(number)
-        .fetch_one(pool)
-        .await
-        .unwrap()
     };
-    let cs101 = course("Intro to CS", "CS", "101").await;
-    let ma201 = course("Linear Algebra", "MA", "201").await;
-    let room = |b: &'static str, n: &'static str| async move {
-        sqlx::query_scalar::<_, i64>(
-            "INSERT INTO rooms (building, number) VALUES ($1, $2) RETURNING id",
+    let cs101 = course(&mut s, "Intro to CS", "CS", "101");
+    let ma201 = course(&mut s, "Linear Algebra", "MA", "201");
+    let room_a = s.add_room(RoomSpec::new("Smith", "101"));
+    let room_b = s.add_room(RoomSpec::new("Jones", "B2"));
+    let mt = |s: &mut Seed, course, day, room| {
+        s.add_meeting(
+            MeetingSpec::new(course, day, hm(9, 0), hm(10, 15))
+                .room(room)
+                .notes("n"),
         )
-        .bind(b)
-        .bind(n)
-        .fetch_one(pool)
-        .await
-        .unwrap()
     };
-    let room_a = room("Smith", "101").await;
-    let room_b = room("Jones", "B2").await;
-    let mt = |course: i64, day: i16, room: i64| async move {
-        sqlx::query_scalar::<_, i64>(
-            "INSERT INTO meeting_times (course_id, day_of_week, begin_time, end_time, room_id, notes) \
-             VALUES ($1, $2, '09:00', '10:15', $3, 'n') RETURNING id",
-        )
-        .bind(course)
-        .bind(day)
-        .bind(room)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-    };
-    let mt_cs_mon = mt(cs101, 1, room_a).await;
-    let mt_cs_wed = mt(cs101, 3, room_a).await;
-    let mt_ma_tue = mt(ma201, 2, room_b).await;
+    let mt_cs_mon = mt(&mut s, cs101, Weekday::Mon, room_a);
+    let mt_cs_wed = mt(&mut s, cs101, Weekday::Wed, room_a);
+    let mt_ma_tue = mt(&mut s, ma201, Weekday::Tue, room_b);
     for (u, c) in [(alice, cs101), (bob, cs101), (bob, ma201), (carol, ma201)] {
-        sqlx::query("INSERT INTO enrollments (user_id, course_id) VALUES ($1, $2)")
-            .bind(u)
-            .bind(c)
-            .execute(pool)
-            .await
-            .unwrap();
+        s.enroll(u, c);
     }
+    let ids = s.insert_with_pool(pool).await.expect("seed");
     settle(pool).await;
     Uni {
-        alice,
-        bob,
-        carol,
-        cs101,
-        ma201,
-        mt_cs_mon,
-        mt_cs_wed,
-        mt_ma_tue,
-        room_a,
-        room_b,
+        alice: ids[alice],
+        bob: ids[bob],
+        carol: ids[carol],
+        cs101: ids[cs101],
+        ma201: ids[ma201],
+        mt_cs_mon: ids[mt_cs_mon],
+        mt_cs_wed: ids[mt_cs_wed],
+        mt_ma_tue: ids[mt_ma_tue],
+        room_a: ids[room_a],
+        room_b: ids[room_b],
     }
 }
 

@@ -5,7 +5,9 @@
 //! 2. nightly fan-out of 100,000 due users vs. a bare INSERT … SELECT;
 //! 3. change tracking: bulk course import and bulk update with vs. without triggers;
 //! 4. sync: users/s and Google calls per user against the fake with injected latency,
-//!    for changed vs. unchanged users.
+//!    for changed vs. unchanged users;
+//! 5. dashboard job pages at 1,000,000 jobs;
+//! 6. a campus-wide holiday flagging 40,000 students vs. a bare UPDATE of the same users.
 
 use std::{
     process::ExitCode,
@@ -116,6 +118,8 @@ async fn run_all(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
         scaled(1_000_000.0, args.scale)
     );
     rows.extend(dashboard_pages(pool, scaled(1_000_000.0, args.scale)).await?);
+    println!("==> campus-wide holiday flagging");
+    rows.push(campus_wide_holiday(pool, scaled(40_000.0, args.scale)).await?);
     Ok(rows)
 }
 
@@ -533,4 +537,77 @@ async fn dashboard_pages(pool: &PgPool, n: i64) -> anyhow::Result<Vec<Row>> {
         "ms",
         "keyset pagination: first page, state filter, user filter, deep pages; rendered through the router".into(),
     )])
+}
+
+/// A campus-wide holiday (one INSERT into `academic_calendar_events`, published, no
+/// classes) flags every student of a Fall 2026 university of `students` (seeded with
+/// `calsync_seed::presets::fall_term`) through the statement trigger, vs. the bare
+/// UPDATE of exactly those users that any tracking has to do. Best of three each.
+async fn campus_wide_holiday(pool: &PgPool, students: i64) -> anyhow::Result<Row> {
+    use calsync_seed::presets::{Term, fall_term};
+    let seed = fall_term(&Term {
+        students: students as u32,
+        courses: (students / 20).max(10) as u32,
+        email_suffix: "@holiday.bench.edu".into(),
+        calendar_prefix: "holiday-bench-".into(),
+    });
+    seed.insert_with_pool(pool).await?;
+    // The preset's own calendar is not what is measured.
+    sqlx::query("DELETE FROM academic_calendar_events")
+        .execute(pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE").execute(pool).await?;
+    let reset = || async {
+        sqlx::query("UPDATE users SET calendar_needs_sync = false WHERE calendar_needs_sync")
+            .execute(pool)
+            .await
+    };
+    // Mondays in the term, one per attempt.
+    let days = ["2026-09-14", "2026-09-21", "2026-09-28"];
+    let mut tracked = f64::MAX;
+    let mut flagged = 0i64;
+    for day in days {
+        reset().await?;
+        let start = Instant::now();
+        sqlx::query(
+            "INSERT INTO academic_calendar_events (title, category, start_date, end_date, no_classes, publish) \
+             VALUES ('Campus closed', 'holiday', $1::date, $1::date, true, true)",
+        )
+        .bind(day)
+        .execute(pool)
+        .await?;
+        tracked = tracked.min(start.elapsed().as_secs_f64());
+        flagged = sqlx::query_scalar("SELECT count(*) FROM users WHERE calendar_needs_sync")
+            .fetch_one(pool)
+            .await?;
+    }
+    let mut bare = f64::MAX;
+    for day in days {
+        reset().await?;
+        let start = Instant::now();
+        sqlx::query(
+            "UPDATE users u SET calendar_needs_sync = true, \
+                    calendar_sync_generation = u.calendar_sync_generation + 1, updated_at = now() \
+             FROM (SELECT DISTINCT e.user_id FROM enrollments e JOIN courses c ON c.id = e.course_id \
+                   WHERE c.start_date <= $1::date AND c.end_date >= $1::date) t \
+             WHERE u.id = t.user_id",
+        )
+        .bind(day)
+        .execute(pool)
+        .await?;
+        bare = bare.min(start.elapsed().as_secs_f64());
+    }
+    anyhow::ensure!(
+        flagged >= students,
+        "the holiday flagged {flagged} of {students} students"
+    );
+    Ok(Row::new(
+        &format!("campus-wide holiday flags {flagged} students (s)"),
+        tracked,
+        bare,
+        "s",
+        "one INSERT into academic_calendar_events through the statement trigger vs. a bare \
+         UPDATE of exactly the same users"
+            .into(),
+    ))
 }

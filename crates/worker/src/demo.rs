@@ -120,15 +120,7 @@ pub async fn run(url: Option<&str>, args: DemoArgs) -> anyhow::Result<ExitCode> 
     .fetch_optional(&pool)
     .await?;
     if let Some(cal) = sample {
-        let events = fake.live_events(&cal);
-        println!(
-            "e.g. calendar {cal} now holds {} events; first: {}",
-            events.len(),
-            events
-                .first()
-                .map(|e| format!("{} ({}) {}", e["summary"], e["location"], e["recurrence"]))
-                .unwrap_or_default()
-        );
+        print_sample_calendar(&cal, &fake.live_events(&cal));
     }
     println!("total demo time {:.1} s", started.elapsed().as_secs_f64());
 
@@ -176,9 +168,11 @@ fn progress_line(done: i32, total: i32, failed: i32) -> String {
     )
 }
 
-/// Seed the demo university (set-based SQL) and the matching calendars and refresh
-/// tokens in the fake. Refuses to touch a database that holds non-demo users.
+/// Seed the demo university (a Fall 2026 term with its academic calendar and final
+/// exams, built by `calsync_seed::presets::fall_term`) and the matching calendars and
+/// refresh tokens in the fake. Refuses to touch a database that holds non-demo users.
 async fn seed(pool: &PgPool, fake: &FakeGoogle, students: u32, courses: u32) -> anyhow::Result<()> {
+    use calsync_seed::presets::{self, Term, fall_2026};
     let foreign: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT count(*) FROM users WHERE email NOT LIKE '%{DEMO_DOMAIN}'"
     )))
@@ -189,80 +183,108 @@ async fn seed(pool: &PgPool, fake: &FakeGoogle, students: u32, courses: u32) -> 
             "this database holds {foreign} non-demo users; run the demo against an empty database (unset DATABASE_URL to get a throwaway one)"
         );
     }
+    let mut seed = presets::fall_term(&Term {
+        students,
+        courses,
+        email_suffix: DEMO_DOMAIN.into(),
+        calendar_prefix: "demo-student-".into(),
+    });
+    seed.refresh_tokens(|id| format!("demo-refresh-{id}"));
     let mut tx = pool.begin().await?;
-    sqlx::query("TRUNCATE enrollments, meeting_times, courses, rooms, google_credentials, users, calsync.nightly_runs RESTART IDENTITY")
+    sqlx::query("TRUNCATE final_exams, academic_calendar_events, enrollments, meeting_times, courses, rooms, google_credentials, users, calsync.nightly_runs RESTART IDENTITY")
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'sync-calendar'")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO rooms (building, number, is_placeholder, capacity) \
-         SELECT (ARRAY['Smith Hall','Jones Hall','Science Center','Library','Engineering Hall'])[1 + g % 5], \
-                (100 + g)::text, g % 25 = 0, 40 FROM generate_series(1, 60) g",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO courses (title, subject, course_number, section_number, start_date, end_date, description, capacity) \
-         SELECT (ARRAY['Foundations of','Methods in','Seminar in','Laboratory in','Topics in'])[1 + g % 5] || ' ' || \
-                (ARRAY['Computing','Calculus','Physics','Chemistry','Biology','Literature','History','Economics'])[1 + g % 8], \
-                (ARRAY['CS','MA','PH','CH','BI','EN','HI','EC'])[1 + g % 8], (100 + g)::text, lpad((1 + g % 3)::text, 3, '0'), \
-                DATE '2026-01-12', DATE '2026-05-01', 'Demo course', 40 \
-         FROM generate_series(1, $1) g",
-    )
-    .bind(courses as i32)
-    .execute(&mut *tx)
-    .await?;
-    // Two meetings a week (Mon/Wed or Tue/Thu), daytime and a few evening sections.
-    sqlx::query(
-        "INSERT INTO meeting_times (course_id, day_of_week, begin_time, end_time, room_id) \
-         SELECT c.id, d.day, t.begin, t.begin + interval '75 minutes', 1 + c.id % 60 \
-         FROM courses c \
-         CROSS JOIN LATERAL (SELECT CASE WHEN c.id % 10 = 9 THEN TIME '18:30' \
-                                         ELSE TIME '08:00' + (c.id % 9) * interval '1 hour' END AS begin) t \
-         CROSS JOIN LATERAL (SELECT unnest(CASE WHEN c.id % 2 = 0 THEN ARRAY[1, 3] ELSE ARRAY[2, 4] END) AS day) d",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO users (email, name, google_course_calendar_id) \
-         SELECT 'student' || g || '{DEMO_DOMAIN}', 'Student ' || g, 'demo-student-' || g || '@group.calendar.google.com' \
-         FROM generate_series(1, $1) g"
-    )))
-    .bind(students as i32)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO google_credentials (user_id, refresh_token) SELECT id, 'demo-refresh-' || id FROM users",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO enrollments (user_id, course_id) \
-         SELECT u.id, 1 + ((u.id * 7 + k * 53) % $1) FROM users u CROSS JOIN generate_series(0, 3) k \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(courses as i64)
-    .execute(&mut *tx)
-    .await?;
+    let seeded = seed.insert(&mut tx).await?;
     tx.commit().await?;
-    let ids: Vec<(i64, String)> =
-        sqlx::query_as("SELECT id, google_course_calendar_id FROM users ORDER BY id")
-            .fetch_all(pool)
-            .await?;
-    for (id, cal) in &ids {
-        fake.create_calendar_with_id(cal, &format!("Courses (student {id})"));
-        fake.add_refresh_token(&format!("demo-refresh-{id}"));
+    for student in &seeded.students {
+        if let (Some(cal), Some(token)) = (&student.calendar_id, &student.refresh_token) {
+            fake.create_calendar_with_id(cal, &format!("Courses (student {})", student.id));
+            fake.add_refresh_token(token);
+        }
     }
-    let (mts, enr): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM meeting_times), (SELECT count(*) FROM enrollments)",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (tg_first, tg_last) = fall_2026::thanksgiving();
+    let (exam_first, exam_last) = fall_2026::exam_week();
     println!(
-        "    {} students, {courses} courses, {mts} meeting times, {enr} enrollments, 60 rooms",
-        ids.len()
+        "    {} students, {} courses, {} meeting times, {} enrollments, {} rooms",
+        seeded.students.len(),
+        seeded.courses.len(),
+        seeded.meetings.len(),
+        seed.enrollment_count(),
+        seeded.rooms.len()
+    );
+    println!(
+        "    Fall 2026 (classes {} to {}): {} academic calendar rows (Labor Day, fall break, Thanksgiving {tg_first} to {tg_last}, \
+         reading day, exam week {exam_first} to {exam_last}), {} final exams",
+        fall_2026::first_day(),
+        fall_2026::last_day_of_classes(),
+        seeded.academic.len(),
+        seeded.exams.len()
     );
     Ok(())
+}
+
+/// Print one student's calendar: counts by kind and a class event with its exclusions.
+fn print_sample_calendar(cal: &str, events: &[serde_json::Value]) {
+    let property = |e: &serde_json::Value, key: &str| {
+        e["extendedProperties"]["private"][key].as_str().is_some()
+    };
+    let classes = events
+        .iter()
+        .filter(|e| property(e, "calsyncMeetingTime"))
+        .count();
+    let exams = events.iter().filter(|e| property(e, "calsyncExam")).count();
+    let academic = events
+        .iter()
+        .filter(|e| property(e, "calsyncAcademic"))
+        .count();
+    println!(
+        "e.g. calendar {cal} now holds {} events: {classes} weekly classes, {exams} final exams, {academic} academic calendar days",
+        events.len()
+    );
+    let lines = |e: &serde_json::Value| -> Vec<String> {
+        e["recurrence"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|l| l.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let example = events
+        .iter()
+        .filter(|e| property(e, "calsyncMeetingTime"))
+        .max_by_key(|e| lines(e).len());
+    if let Some(e) = example {
+        println!(
+            "  class: {} ({}), first {} ",
+            e["summary"].as_str().unwrap_or_default(),
+            e["location"].as_str().unwrap_or_default(),
+            e["start"]["dateTime"].as_str().unwrap_or_default()
+        );
+        for line in lines(e) {
+            println!("    {line}");
+        }
+    }
+    if let Some(e) = events.iter().find(|e| property(e, "calsyncExam")) {
+        println!(
+            "  exam:  {} ({}), {} to {}",
+            e["summary"].as_str().unwrap_or_default(),
+            e["location"].as_str().unwrap_or_default(),
+            e["start"]["dateTime"].as_str().unwrap_or_default(),
+            e["end"]["dateTime"].as_str().unwrap_or_default()
+        );
+    }
+    for e in events.iter().filter(|e| property(e, "calsyncAcademic")) {
+        println!(
+            "  all day: {} ({}), {} to {} (exclusive)",
+            e["summary"].as_str().unwrap_or_default(),
+            e["description"].as_str().unwrap_or_default(),
+            e["start"]["date"].as_str().unwrap_or_default(),
+            e["end"]["date"].as_str().unwrap_or_default()
+        );
+    }
 }
