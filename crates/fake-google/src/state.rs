@@ -253,6 +253,8 @@ impl State {
         }
         let mut acl = BTreeMap::new();
         if let Some(Account::Email(email)) = &owner {
+            // Google reports the data owner of secondary calendars (read-only `dataOwner`).
+            resource["dataOwner"] = json!(email);
             let rule = AclRule::user_owner(email, self.next_etag());
             acl.insert(rule.id(), rule);
         }

@@ -147,7 +147,13 @@ async fn drive_everything_over_http() {
     assert_eq!(http("GET", &events_url, &[], "").await.status, 404);
 
     // Unknown routes get a Google-shaped 404 (users.settings is not served by the fake).
-    let unknown = http("GET", &format!("{}users/me/settings", fake.base_url()), &[], "").await;
+    let unknown = http(
+        "GET",
+        &format!("{}users/me/settings", fake.base_url()),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json()["error"]["errors"][0]["reason"], "notFound");
 }
