@@ -16,7 +16,7 @@ use crate::paging::{
     decode_page_token, encode_page_token, parse_bool, parse_instant, parse_max_results,
 };
 use crate::state::{Principal, State, now_rfc3339};
-use crate::validate::{parse_when, validate_event};
+use crate::validate::{normalize_date_times, parse_when, validate_event};
 
 /// Default and maximum `maxResults` of events.list / events.instances.
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 250;
@@ -129,6 +129,7 @@ pub(crate) fn insert(
     ev.entry("organizer")
         .or_insert_with(|| organizer(&calendar.resource, calendar_id));
     fill_defaults(&mut ev);
+    normalize_date_times(&mut ev);
     let ev = Value::Object(ev);
     calendar.events.insert(id, ev.clone());
     Ok(ev)
@@ -169,6 +170,7 @@ fn store_modified(
     }
     ev.retain(|_, v| !v.is_null());
     fill_defaults(&mut ev);
+    normalize_date_times(&mut ev);
     let ev = Value::Object(ev);
     calendar.events.insert(event_id.to_string(), ev.clone());
     Ok(ev)

@@ -232,6 +232,35 @@ pub(crate) fn validate_event(ev: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Rewrites a `dateTime` sent without offset (allowed with a `timeZone`) as Google answers
+/// it: RFC 3339 with that zone's offset (`2026-11-23T09:00:00-05:00`). Values that carry an
+/// offset are kept as sent.
+pub(crate) fn normalize_date_times(ev: &mut Map<String, Value>) {
+    for key in ["start", "end"] {
+        let Some(Value::Object(when)) = ev.get_mut(key) else {
+            continue;
+        };
+        let (Some(Value::String(dt)), Some(Value::String(zone))) =
+            (when.get("dateTime"), when.get("timeZone"))
+        else {
+            continue;
+        };
+        if DateTime::parse_from_rfc3339(dt).is_ok() {
+            continue;
+        }
+        let (Ok(naive), Ok(tz)) = (
+            NaiveDateTime::parse_from_str(dt, "%Y-%m-%dT%H:%M:%S%.f"),
+            zone.parse::<Tz>(),
+        ) else {
+            continue;
+        };
+        if let Some(local) = tz.from_local_datetime(&naive).earliest() {
+            let fixed = local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+            when.insert("dateTime".into(), Value::String(fixed));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
