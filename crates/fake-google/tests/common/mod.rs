@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use calsync_fake_google::FakeGoogle;
+use calsync_fake_google::{FakeGoogle, test_keys};
 use chrono::{TimeZone, Utc};
 use google_calendar3::api::{Event, EventDateTime, EventExtendedProperties};
 use google_calendar3::hyper::body::Bytes;
@@ -229,6 +229,30 @@ pub async fn refresh_grant(fake: &FakeGoogle, refresh_token: &str) -> String {
     .await;
     assert_eq!(raw.status, 200, "{}", raw.body);
     raw.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+/// An access token for the test service account (registered first).
+pub async fn service_account_token(fake: &FakeGoogle) -> String {
+    let email = fake.register_test_service_account();
+    let assertion = sign_assertion(
+        &sa_claims(fake, &email),
+        &test_keys::service_account_private_key_pem(),
+        Some(test_keys::SERVICE_ACCOUNT_KEY_ID),
+    );
+    let raw = jwt_grant(fake, &assertion).await;
+    assert_eq!(raw.status, 200, "{}", raw.body);
+    let body = raw.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(body["scope"], "https://www.googleapis.com/auth/calendar");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token for JWT grants"
+    );
+    body["access_token"]
         .as_str()
         .expect("access_token")
         .to_string()
