@@ -20,7 +20,7 @@
 //!
 //! Served routes (Google's paths; see each module for the Google documentation followed):
 //! - `POST /calendar/v3/calendars`, `GET|DELETE /calendar/v3/calendars/{calendarId}`
-//!   (calendars.insert/get/delete; the creator owns the calendar, see [`acl`](crate::Role));
+//!   (calendars.insert/get/delete; the creator is the data owner, others need an ACL [`Role`]);
 //! - `GET|POST /calendar/v3/calendars/{calendarId}/events`,
 //!   `GET|PUT|PATCH|DELETE .../events/{eventId}` (events.list/insert/get/update/patch/delete;
 //!   bodies validated like Google: times, recurrence lines, colorId, reminders, visibility,

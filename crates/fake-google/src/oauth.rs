@@ -11,7 +11,7 @@
 //! answers Google gives (as reported in client-library issue threads):
 //! - bad signature / key not registered for the account: 400 `invalid_grant` "Invalid JWT Signature.";
 //! - unknown `iss`: 400 `invalid_grant` "Invalid grant: account not found";
-//! - wrong `aud`: 400 `invalid_grant` "Invalid JWT: Failed audience check. The right audience is <url>";
+//! - wrong `aud`: 400 `invalid_grant` "Invalid JWT: Failed audience check. The right audience is &lt;token URL&gt;";
 //! - `iat`/`exp` missing, expired, in the future or more than an hour apart: 400 `invalid_grant`
 //!   "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable
 //!   timeframe. Check your iat and exp values in the JWT claim.";

@@ -113,7 +113,12 @@ pub(crate) struct Quota {
     pub config: QuotaConfig,
     project: VecDeque<Instant>,
     users: HashMap<String, VecDeque<Instant>>,
+    /// Admissions since idle users' windows were last dropped.
+    since_sweep: usize,
 }
+
+/// Drop the windows of idle users every this many admissions (keeps `admit` O(1) amortised).
+const SWEEP_EVERY: usize = 4096;
 
 fn prune(window: &mut VecDeque<Instant>, since: Option<Instant>) {
     while window
@@ -150,11 +155,16 @@ impl Quota {
                 "Rate Limit Exceeded",
             ));
         }
-        self.users.retain(|_, w| {
-            prune(w, since);
-            !w.is_empty()
-        });
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.since_sweep = 0;
+            self.users.retain(|_, w| {
+                prune(w, since);
+                !w.is_empty()
+            });
+        }
         let user_window = self.users.entry(user.to_string()).or_default();
+        prune(user_window, since);
         if let Some(limit) = self.config.per_user
             && user_window.len() >= limit as usize
         {
