@@ -118,6 +118,16 @@ impl FakeGoogle {
         test_keys::SERVICE_ACCOUNT_EMAIL.to_string()
     }
 
+    /// The test service account's JSON key file ([`test_keys::SERVICE_ACCOUNT_JSON`]) with
+    /// `token_uri` pointing at this fake's token endpoint, ready to be written to a file
+    /// for calsync's service-account mode.
+    pub fn test_service_account_json(&self) -> String {
+        let mut key: Value =
+            serde_json::from_str(test_keys::SERVICE_ACCOUNT_JSON).unwrap_or_default();
+        key["token_uri"] = Value::String(self.token_url());
+        serde_json::to_string_pretty(&key).unwrap_or_default()
+    }
+
     /// Allows (or forbids) assertions of this service account to carry `sub` (domain-wide
     /// delegation). Returns false if the account is not registered.
     pub fn set_domain_wide_delegation(&self, email: &str, enabled: bool) -> bool {

@@ -28,6 +28,7 @@
 //! | `POST /_fake/groups/{group}/members` | `{email}` | 204 |
 //! | `GET /_fake/sharing-notifications` | | `[SharingNotification]` |
 //! | `POST /_fake/service-accounts` | `{email, public_key_pem, domain_wide_delegation?}` or `{test_key: true, domain_wide_delegation?}` | `{email}` |
+//! | `GET /_fake/service-accounts/test-key-file` | | the test key JSON, `token_uri` = this fake |
 //! | `PUT /_fake/service-accounts/{email}/domain-wide-delegation` | `{enabled}` | 204 |
 //! | `DELETE /_fake/service-accounts/{email}` | | 204 |
 //! | `GET /_fake/quota` | | `QuotaConfig` |

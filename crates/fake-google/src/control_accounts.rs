@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<FakeGoogle> {
         .route("/_fake/groups/{group}/members", post(add_group_member))
         .route("/_fake/sharing-notifications", get(sharing_notifications))
         .route("/_fake/service-accounts", post(register_service_account))
+        .route("/_fake/service-accounts/test-key-file", get(test_key_file))
         .route(
             "/_fake/service-accounts/{email}/domain-wide-delegation",
             put(set_delegation),
@@ -165,6 +166,11 @@ async fn register_service_account(State(fake): State<FakeGoogle>, body: Bytes) -
     };
     fake.set_domain_wide_delegation(&email, b.domain_wide_delegation);
     json_response(StatusCode::OK, &json!({ "email": email }))
+}
+
+async fn test_key_file(State(fake): State<FakeGoogle>) -> Response {
+    let key: Value = serde_json::from_str(&fake.test_service_account_json()).unwrap_or_default();
+    json_response(StatusCode::OK, &key)
 }
 
 #[derive(Deserialize)]

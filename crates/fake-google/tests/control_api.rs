@@ -203,6 +203,17 @@ async fn new_knobs_over_http() {
     )
     .await;
     assert_eq!(other.status, 200);
+    let key_file = http(
+        "GET",
+        &format!("{root}_fake/service-accounts/test-key-file"),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(key_file["token_uri"], fake.token_url());
+    assert_eq!(key_file["client_email"], email);
+    assert_eq!(key_file["type"], "service_account");
     let removed = http(
         "DELETE",
         &format!("{root}_fake/service-accounts/{email}"),
