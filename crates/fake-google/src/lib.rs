@@ -32,7 +32,15 @@
 //! - `GET /calendar/v3/colors` (colors.get);
 //! - `POST /token` (OAuth 2.0 refresh-token grant and JWT-bearer grant for service accounts,
 //!   with real RS256 verification; test keys in [`test_keys`]);
-//! - `/_fake/...`: the JSON control API for out-of-process users (see [`FakeGoogle::router`]).
+//! - `/_fake/...`: the JSON control API for out-of-process users (its table of routes is at
+//!   the top of `src/control.rs`; every knob mirrors a method of [`FakeGoogle`]).
+//!
+//! Who may see what: access tokens added with [`FakeGoogle::add_access_token`] own every
+//! calendar; tokens from the refresh-token grant act as that user (with the e-mail given to
+//! [`FakeGoogle::add_refresh_token_for`], if any); tokens from the JWT-bearer grant act as
+//! the service account, or as the `sub` user with domain-wide delegation. A calendar is
+//! visible to its data owner and to whoever an ACL rule matches; calendars made by
+//! [`FakeGoogle::create_calendar`] have no owner and stay visible to every valid token.
 //!
 //! Not implemented (400 `unsupportedByFake`, never a silently wrong answer): `events.list`
 //! with `singleEvents=true`, `q`, `syncToken`, `orderBy`; changing one instance of a
