@@ -4,14 +4,14 @@
 //! | Method & path | Body | Answer |
 //! |---|---|---|
 //! | `GET /_fake/health` | | `ok` |
-//! | `GET /_fake/calendars` | | `[{id, summary, owner_refresh_token, events, live_events}]` |
-//! | `POST /_fake/calendars` | `{summary, id?, owner_refresh_token?}` | `{id}` |
+//! | `GET /_fake/calendars` | | `[{id, summary, owner_refresh_token, owner_email, events, live_events, acl}]` |
+//! | `POST /_fake/calendars` | `{summary, id?, owner_refresh_token?, owner_email?}` | `{id}` |
 //! | `DELETE /_fake/calendars/{id}` | | 204 |
 //! | `GET /_fake/calendars/{id}/events[?live=true]` | | `[event]` (404 if unknown) |
 //! | `POST /_fake/calendars/{id}/events` (user creates) | event | event |
 //! | `PATCH /_fake/calendars/{id}/events/{eid}` (user edits) | partial event | event |
 //! | `DELETE /_fake/calendars/{id}/events/{eid}` (user deletes) | | 204 |
-//! | `POST /_fake/refresh-tokens` | `{refresh_token}` | 204 |
+//! | `POST /_fake/refresh-tokens` | `{refresh_token, email?}` | 204 |
 //! | `POST /_fake/refresh-tokens/{rt}/revoke` | | 204 |
 //! | `POST /_fake/access-tokens` | `{token, ttl_secs?}` (default 3600) | 204 |
 //! | `POST /_fake/access-tokens/expire` | | 204 |
@@ -21,6 +21,19 @@
 //! | `DELETE /_fake/faults` | | 204 |
 //! | `GET /_fake/calls` | | `{calls: [Call], total, write_calls}` |
 //! | `DELETE /_fake/calls` | | 204 |
+//! | `GET /_fake/calls/max-in-window?window_ms=N[&method=M][&principal=P][&exclude_token=true]` | | `{max}` |
+//! | `GET /_fake/calendars/{id}/acl` | | `[aclRule]` |
+//! | `POST /_fake/calendars/{id}/acl` (owner shares) | `{email, role}` | 204 |
+//! | `GET /_fake/calendars/{id}/events/{eid}/occurrences` | | `[Occurrence]` |
+//! | `POST /_fake/groups/{group}/members` | `{email}` | 204 |
+//! | `GET /_fake/sharing-notifications` | | `[SharingNotification]` |
+//! | `POST /_fake/service-accounts` | `{email, public_key_pem, domain_wide_delegation?}` or `{test_key: true, domain_wide_delegation?}` | `{email}` |
+//! | `GET /_fake/service-accounts/test-key-file` | | the test key JSON, `token_uri` = this fake |
+//! | `PUT /_fake/service-accounts/{email}/domain-wide-delegation` | `{enabled}` | 204 |
+//! | `DELETE /_fake/service-accounts/{email}` | | 204 |
+//! | `GET /_fake/quota` | | `QuotaConfig` |
+//! | `PUT /_fake/quota` | `QuotaConfig` (`{per_project?, per_user?, window_ms?, status?}`) | 204 |
+//! | `DELETE /_fake/quota` (quotas off) | | 204 |
 //!
 //! Errors are `{"error": "<text>"}` with a 400 or 404 status.
 
@@ -40,6 +53,7 @@ use serde_json::{Value, json};
 use crate::FakeGoogle;
 use crate::error::json_response;
 use crate::faults::FaultRule;
+use crate::state::{Account, normalize_email};
 
 /// Routes under `/_fake/`.
 pub(crate) fn routes() -> Router<FakeGoogle> {
@@ -74,14 +88,15 @@ pub(crate) fn routes() -> Router<FakeGoogle> {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/_fake/calls", get(list_calls).delete(reset_calls))
+        .merge(crate::control_accounts::routes())
 }
 
-fn control_error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn control_error(status: StatusCode, message: &str) -> Response {
     json_response(status, &json!({ "error": message }))
 }
 
 /// Parses a JSON body without axum's plain-text rejections.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
         Box::new(control_error(
             StatusCode::BAD_REQUEST,
@@ -90,7 +105,7 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
     })
 }
 
-fn no_content() -> Response {
+pub(crate) fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -105,12 +120,19 @@ async fn list_calendars(State(fake): State<FakeGoogle>) -> Response {
                 .values()
                 .filter(|e| e.get("status").and_then(Value::as_str) != Some("cancelled"))
                 .count();
+            let (owner_refresh_token, owner_email) = match &c.owner {
+                Some(Account::RefreshToken(rt)) => (Some(rt.clone()), None),
+                Some(Account::Email(email)) => (None, Some(email.clone())),
+                None => (None, None),
+            };
             json!({
                 "id": id,
                 "summary": c.resource.get("summary").cloned().unwrap_or(Value::Null),
-                "owner_refresh_token": c.owner,
+                "owner_refresh_token": owner_refresh_token,
+                "owner_email": owner_email,
                 "events": c.events.len(),
                 "live_events": live,
+                "acl": c.acl.len(),
             })
         })
         .collect();
@@ -124,6 +146,7 @@ struct NewCalendar {
     summary: String,
     id: Option<String>,
     owner_refresh_token: Option<String>,
+    owner_email: Option<String>,
 }
 
 async fn create_calendar(State(fake): State<FakeGoogle>, body: Bytes) -> Response {
@@ -131,14 +154,24 @@ async fn create_calendar(State(fake): State<FakeGoogle>, body: Bytes) -> Respons
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let id = match (new.id, new.owner_refresh_token) {
-        (Some(id), owner) => {
+    let owner = match (new.owner_refresh_token, new.owner_email) {
+        (Some(_), Some(_)) => {
+            return control_error(
+                StatusCode::BAD_REQUEST,
+                "give owner_refresh_token or owner_email, not both",
+            );
+        }
+        (Some(rt), None) => Some(Account::RefreshToken(rt)),
+        (None, Some(email)) => Some(Account::Email(normalize_email(&email))),
+        (None, None) => None,
+    };
+    let id = match new.id {
+        Some(id) => {
             fake.lock()
                 .create_calendar(&id, &new.summary, None, None, owner);
             id
         }
-        (None, Some(owner)) => fake.create_calendar_for(&owner, &new.summary),
-        (None, None) => fake.create_calendar(&new.summary),
+        None => fake.create_calendar_owned(owner, &new.summary),
     };
     json_response(StatusCode::OK, &json!({ "id": id }))
 }
@@ -225,10 +258,18 @@ async fn user_delete_event(
 #[derive(Deserialize)]
 struct RefreshTokenBody {
     refresh_token: String,
+    email: Option<String>,
 }
 
 async fn add_refresh_token(State(fake): State<FakeGoogle>, body: Bytes) -> Response {
     match parse::<RefreshTokenBody>(&body) {
+        Ok(RefreshTokenBody {
+            refresh_token,
+            email: Some(email),
+        }) => {
+            fake.add_refresh_token_for(&refresh_token, &email);
+            no_content()
+        }
         Ok(b) => {
             fake.add_refresh_token(&b.refresh_token);
             no_content()

@@ -42,6 +42,12 @@ impl ApiError {
         }
     }
 
+    /// Overrides the error domain (Google uses `calendar` for some Calendar-specific reasons).
+    pub fn in_domain(mut self, domain: &str) -> Self {
+        self.domain = domain.to_string();
+        self
+    }
+
     pub fn not_found() -> Self {
         Self::new(404, "notFound", "Not Found")
     }
@@ -75,6 +81,15 @@ impl ApiError {
             400,
             "unsupportedByFake",
             &format!("calsync-fake-google does not implement {what}"),
+        )
+    }
+
+    /// A valid token whose scopes do not cover the method.
+    pub fn insufficient_permissions() -> Self {
+        Self::new(
+            403,
+            "insufficientPermissions",
+            "Request had insufficient authentication scopes.",
         )
     }
 

@@ -18,29 +18,71 @@
 //! # }
 //! ```
 //!
-//! Served routes:
-//! - `/calendar/v3/calendars[/{calendarId}]` (calendars.insert/get/delete),
-//!   `/calendar/v3/calendars/{calendarId}/events[/{eventId}]` (events.list/insert/get/update/patch/delete);
-//! - `POST /token` (refresh-token grant);
-//! - `/_fake/...`: the JSON control API for out-of-process users (see [`FakeGoogle::router`]).
+//! Served routes (Google's paths; see each module for the Google documentation followed):
+//! - `POST /calendar/v3/calendars`, `GET|DELETE /calendar/v3/calendars/{calendarId}`
+//!   (calendars.insert/get/delete; the creator is the data owner, others need an ACL [`Role`]);
+//! - `GET|POST /calendar/v3/calendars/{calendarId}/events`,
+//!   `GET|PUT|PATCH|DELETE .../events/{eventId}` (events.list/insert/get/update/patch/delete;
+//!   bodies validated like Google: times, recurrence lines, colorId, reminders, visibility,
+//!   transparency), `GET .../events/{eventId}/instances` (events.instances, recurring events
+//!   expanded in the event's time zone minus EXDATEs);
+//! - `GET|POST /calendar/v3/calendars/{calendarId}/acl`, `GET|DELETE .../acl/{ruleId}`
+//!   (acl.list/insert/get/delete);
+//! - `GET /calendar/v3/users/me/calendarList[/{calendarId}]` (calendarList.list/get);
+//! - `GET /calendar/v3/colors` (colors.get);
+//! - `POST /token` (OAuth 2.0 refresh-token grant and JWT-bearer grant for service accounts,
+//!   with real RS256 verification; test keys in [`test_keys`]);
+//! - `/_fake/...`: the JSON control API for out-of-process users (its table of routes is at
+//!   the top of `src/control.rs`; every knob mirrors a method of [`FakeGoogle`]).
+//!
+//! Who may see what: access tokens added with [`FakeGoogle::add_access_token`] own every
+//! calendar; tokens from the refresh-token grant act as that user (with the e-mail given to
+//! [`FakeGoogle::add_refresh_token_for`], if any); tokens from the JWT-bearer grant act as
+//! the service account, or as the `sub` user with domain-wide delegation. A calendar is
+//! visible to its data owner and to whoever an ACL rule matches; calendars made by
+//! [`FakeGoogle::create_calendar`] have no owner and stay visible to every valid token.
+//!
+//! Not implemented (400 `unsupportedByFake`, never a silently wrong answer): `events.list`
+//! with `singleEvents=true`, `q`, `syncToken`, `orderBy`; changing one instance of a
+//! recurring event; recurrence rules needing `BYHOUR`/`BYMINUTE`/`BYSECOND`/`BYYEARDAY`/
+//! `BYWEEKNO`/`BYSETPOS` or `FREQ` below DAILY (accepted, but not expanded).
+//!
+//! Every call is logged with its arrival time and principal ([`Call`]); quotas like
+//! Google's are off by default ([`QuotaConfig`]); faults ([`FaultRule`]) come first.
 
+mod acl;
+mod admin;
 mod api;
+mod colors;
 mod control;
+mod control_accounts;
 mod error;
 mod events;
+mod expand;
 mod faults;
+mod handlers;
+mod instances;
+mod oauth;
+mod paging;
+mod quota;
+mod recurrence;
 mod state;
-
+pub mod test_keys;
+mod validate;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
 
+pub use acl::{Role, SharingNotification};
 pub use faults::{FaultError, FaultRule};
+pub use instances::Occurrence;
+pub use oauth::{CALENDAR_SCOPE, JWT_BEARER_GRANT};
+pub use quota::QuotaConfig;
 pub use state::{Call, WRITE_METHODS};
 
-use crate::state::{Principal, State};
+use crate::state::{Account, Principal, RefreshGrant, State};
 
 /// Handle to a running fake (cheap to clone; all clones share one state).
 #[derive(Clone)]
@@ -130,13 +172,25 @@ impl FakeGoogle {
     }
 
     /// Creates a calendar owned by the user of `owner_refresh_token`: access tokens issued
-    /// for another refresh token get 404 on it (tokens added with
-    /// [`add_access_token`](Self::add_access_token) still see everything).
+    /// for another refresh token get 404 on it unless it is shared with them (tokens added
+    /// with [`add_access_token`](Self::add_access_token) still see everything).
     pub fn create_calendar_for(&self, owner_refresh_token: &str, summary: &str) -> String {
-        self.create_calendar_owned(Some(owner_refresh_token.to_string()), summary)
+        self.create_calendar_owned(
+            Some(Account::RefreshToken(owner_refresh_token.to_string())),
+            summary,
+        )
     }
 
-    fn create_calendar_owned(&self, owner: Option<String>, summary: &str) -> String {
+    /// Creates a calendar whose data owner is the Google account `owner_email` (a user or a
+    /// service account), with the `user:<email>` owner ACL rule Google lists for it.
+    pub fn create_calendar_owned_by(&self, owner_email: &str, summary: &str) -> String {
+        self.create_calendar_owned(
+            Some(Account::Email(state::normalize_email(owner_email))),
+            summary,
+        )
+    }
+
+    pub(crate) fn create_calendar_owned(&self, owner: Option<Account>, summary: &str) -> String {
         let mut st = self.lock();
         let id = loop {
             let id = events::generate_calendar_id();
@@ -164,11 +218,27 @@ impl FakeGoogle {
         self.lock().calendars.contains_key(id)
     }
 
-    /// Registers a valid refresh token (re-adding a revoked one makes it valid again).
+    /// Registers a valid refresh token (re-adding a revoked one makes it valid again; an
+    /// e-mail registered before is kept).
     pub fn add_refresh_token(&self, refresh_token: &str) {
         self.lock()
             .refresh_tokens
-            .insert(refresh_token.to_string(), false);
+            .entry(refresh_token.to_string())
+            .or_default()
+            .revoked = false;
+    }
+
+    /// Registers a valid refresh token granted by the Google account `email`: its access
+    /// tokens see calendars shared with that e-mail (ACL scope `user`, its `domain`, or a
+    /// `group` it belongs to) and calendars owned by it.
+    pub fn add_refresh_token_for(&self, refresh_token: &str, email: &str) {
+        self.lock().refresh_tokens.insert(
+            refresh_token.to_string(),
+            RefreshGrant {
+                revoked: false,
+                email: Some(state::normalize_email(email)),
+            },
+        );
     }
 
     /// Revokes a refresh token (the token endpoint then answers `invalid_grant`) and
@@ -177,9 +247,10 @@ impl FakeGoogle {
         self.lock().revoke_refresh_token(refresh_token);
     }
 
-    /// Adds an access token valid for `ttl`, not tied to any user (sees every calendar).
+    /// Adds an access token valid for `ttl`, not tied to any user (owner of every calendar).
     pub fn add_access_token(&self, token: &str, ttl: Duration) {
-        self.lock().add_access_token(token, ttl, None);
+        self.lock()
+            .add_access_token(token, ttl, Principal::Unrestricted, None);
     }
 
     /// Expires every access token issued or added so far (next API call: 401 `authError`).
@@ -336,5 +407,21 @@ impl FakeGoogle {
     /// Clears the call log.
     pub fn reset_calls(&self) {
         self.lock().calls.clear();
+    }
+
+    /// The largest number of logged calls (any method, any outcome, token endpoint included)
+    /// that arrived within any sliding window of length `window`.
+    pub fn max_calls_in_window(&self, window: Duration) -> usize {
+        self.max_calls_in_window_where(window, |_| true)
+    }
+
+    /// Like [`max_calls_in_window`](Self::max_calls_in_window), counting only the calls
+    /// `filter` keeps (e.g. `|c| c.method != "token"`, or one principal's calls).
+    pub fn max_calls_in_window_where(
+        &self,
+        window: Duration,
+        filter: impl Fn(&Call) -> bool,
+    ) -> usize {
+        quota::max_in_window(self.lock().calls.iter().filter(|c| filter(c)), window)
     }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use calsync_fake_google::{Call, FakeGoogle, FaultRule};
+use calsync_fake_google::{FakeGoogle, FaultRule};
 use common::{google_error, http, hub, setup, timed_event, token_request};
 use google_calendar3::Error;
 
@@ -193,15 +193,20 @@ async fn error_fault_with_times_is_spent() {
             ("events.insert".to_string(), 200),
         ]
     );
+    let faulted = &calls[2];
     assert_eq!(
-        calls[2],
-        Call {
-            method: "events.insert".into(),
-            calendar_id: Some(cal.clone()),
-            event_id: Some("hhhhh1".into()),
-            status: 429,
-        }
+        (
+            faulted.method.as_str(),
+            faulted.calendar_id.as_deref(),
+            faulted.event_id.as_deref(),
+            faulted.status,
+        ),
+        ("events.insert", Some(cal.as_str()), Some("hhhhh1"), 429)
     );
+    // Faults fire before authentication: no principal; answered calls have one.
+    assert_eq!(faulted.principal, None);
+    assert!(calls[4].principal.is_some());
+    assert!(calls.windows(2).all(|w| w[0].at <= w[1].at));
     assert_eq!(fake.write_calls(), 4);
     fake.reset_calls();
     assert!(fake.calls().is_empty());

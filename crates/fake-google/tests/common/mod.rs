@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use calsync_fake_google::FakeGoogle;
+use calsync_fake_google::{FakeGoogle, test_keys};
 use chrono::{TimeZone, Utc};
 use google_calendar3::api::{Event, EventDateTime, EventExtendedProperties};
 use google_calendar3::hyper::body::Bytes;
@@ -157,4 +157,103 @@ pub async fn token_request(fake: &FakeGoogle, form: &str) -> Raw {
         form,
     )
     .await
+}
+
+/// A timed recurring event in `tz` starting at the local `start` ("2026-08-31T09:00:00")
+/// for `minutes`, with the given recurrence lines.
+pub fn recurring_event(id: &str, tz: &str, start: &str, minutes: i64, lines: &[&str]) -> Event {
+    let zone: chrono_tz::Tz = tz.parse().expect("time zone");
+    let local = chrono::NaiveDateTime::parse_from_str(start, "%Y-%m-%dT%H:%M:%S").expect("start");
+    let start = zone
+        .from_local_datetime(&local)
+        .single()
+        .expect("unambiguous start")
+        .with_timezone(&Utc);
+    Event {
+        id: Some(id.to_string()),
+        summary: Some("MATH 1750-01".to_string()),
+        start: Some(EventDateTime {
+            date_time: Some(start),
+            time_zone: Some(tz.to_string()),
+            ..Default::default()
+        }),
+        end: Some(EventDateTime {
+            date_time: Some(start + chrono::Duration::minutes(minutes)),
+            time_zone: Some(tz.to_string()),
+            ..Default::default()
+        }),
+        recurrence: Some(lines.iter().map(|l| l.to_string()).collect()),
+        ..Default::default()
+    }
+}
+
+/// Signs a JWT assertion (RS256) with a PKCS#8 PEM private key.
+pub fn sign_assertion(claims: &Value, private_key_pem: &str, kid: Option<&str>) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = kid.map(str::to_string);
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.as_bytes()).expect("RSA key");
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+}
+
+/// The standard claims of a service-account assertion for `fake`, valid for an hour.
+pub fn sa_claims(fake: &FakeGoogle, iss: &str) -> Value {
+    let now = Utc::now().timestamp();
+    serde_json::json!({
+        "iss": iss,
+        "scope": "https://www.googleapis.com/auth/calendar",
+        "aud": fake.token_url(),
+        "iat": now,
+        "exp": now + 3600,
+    })
+}
+
+/// POSTs a JWT-bearer grant.
+pub async fn jwt_grant(fake: &FakeGoogle, assertion: &str) -> Raw {
+    token_request(
+        fake,
+        &format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
+        ),
+    )
+    .await
+}
+
+/// An access token from the refresh-token grant.
+pub async fn refresh_grant(fake: &FakeGoogle, refresh_token: &str) -> String {
+    let raw = token_request(
+        fake,
+        &format!(
+            "grant_type=refresh_token&refresh_token={refresh_token}&client_id=c&client_secret=s"
+        ),
+    )
+    .await;
+    assert_eq!(raw.status, 200, "{}", raw.body);
+    raw.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+/// An access token for the test service account (registered first).
+pub async fn service_account_token(fake: &FakeGoogle) -> String {
+    let email = fake.register_test_service_account();
+    let assertion = sign_assertion(
+        &sa_claims(fake, &email),
+        &test_keys::service_account_private_key_pem(),
+        Some(test_keys::SERVICE_ACCOUNT_KEY_ID),
+    );
+    let raw = jwt_grant(fake, &assertion).await;
+    assert_eq!(raw.status, 200, "{}", raw.body);
+    let body = raw.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(body["scope"], "https://www.googleapis.com/auth/calendar");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token for JWT grants"
+    );
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
 }
