@@ -8,6 +8,10 @@
 # free loopback port, exported as DATABASE_URL for the command, and stopped and
 # removed when the command exits (even on failure or Ctrl-C).
 set -euo pipefail
+# Dependencies that use sqlx's query macros (apalis-postgres) ship offline query data;
+# without this, a rebuild inside this script would check them against the throwaway
+# database (empty, so the build fails) instead of using that data.
+export SQLX_OFFLINE=true
 
 log() { printf '[with-postgres] %s\n' "$*" >&2; }
 
