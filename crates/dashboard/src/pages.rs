@@ -899,13 +899,6 @@ pub(crate) async fn run_now(
     };
     match queue::run_nightly_pass(&st.pool, Utc::now(), RunTrigger::Manual, &actor(&s)).await {
         Ok(Some(run)) => {
-            let _ = queue::audit(
-                &st.pool,
-                &actor(&s),
-                "run_now",
-                serde_json::json!({"run_id": run.id, "enqueued": run.enqueued}),
-            )
-            .await;
             tracing::info!(
                 run_id = run.id,
                 enqueued = run.enqueued,
@@ -1127,15 +1120,8 @@ pub(crate) async fn sync_user(
         Err(r) => return r,
     };
     let default = format!("/users/{id}");
-    match queue::enqueue_sync(&st.pool, id, "dashboard").await {
+    match queue::enqueue_sync(&st.pool, id, "dashboard", &actor(&s)).await {
         Ok(job) => {
-            let _ = queue::audit(
-                &st.pool,
-                &actor(&s),
-                "sync_user",
-                serde_json::json!({"user_id": id, "job_id": job}),
-            )
-            .await;
             tracing::info!(user_id = id, job_id = %job, "dashboard: sync enqueued");
             back(
                 &form,

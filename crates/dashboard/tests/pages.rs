@@ -114,7 +114,7 @@ async fn user(pool: &PgPool, email: &str, cal: Option<&str>) -> i64 {
 }
 
 async fn failed_job(pool: &PgPool, user_id: i64, err: &str) -> String {
-    let id = calsync_domain::queue::enqueue_sync(pool, user_id, "test")
+    let id = calsync_domain::queue::enqueue_sync(pool, user_id, "test", "test")
         .await
         .unwrap();
     sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts, last_result = jsonb_build_object('Err', $2::text) WHERE id = $1")
@@ -366,7 +366,7 @@ async fn bulk_actions_follow_the_filter(pool: PgPool) {
     let c = user(&pool, "c@uni.edu", Some("cal-c")).await;
     let ja = failed_job(&pool, a, "x").await;
     let jb = failed_job(&pool, b, "y").await;
-    let jc = calsync_domain::queue::enqueue_sync(&pool, c, "t")
+    let jc = calsync_domain::queue::enqueue_sync(&pool, c, "t", "test")
         .await
         .unwrap();
     let cookie = login(&app, ADMIN).await;
@@ -412,7 +412,7 @@ async fn job_list_filters_and_keyset_pagination(pool: PgPool) {
     for i in 0..7 {
         let u = user(&pool, &format!("u{i}@uni.edu"), Some("cal")).await;
         ids.push(
-            calsync_domain::queue::enqueue_sync(&pool, u, "t")
+            calsync_domain::queue::enqueue_sync(&pool, u, "t", "test")
                 .await
                 .unwrap(),
         );

@@ -34,8 +34,12 @@ async fn active_jobs(pool: &PgPool) -> i64 {
 #[sqlx::test(migrations = false)]
 async fn enqueue_is_idempotent_and_validates_users(pool: PgPool) {
     let u = seed(&pool).await;
-    let a = queue::enqueue_sync(&pool, u.alice, "test").await.unwrap();
-    let b = queue::enqueue_sync(&pool, u.alice, "again").await.unwrap();
+    let a = queue::enqueue_sync(&pool, u.alice, "test", "enqueuer")
+        .await
+        .unwrap();
+    let b = queue::enqueue_sync(&pool, u.alice, "again", "enqueuer")
+        .await
+        .unwrap();
     assert_eq!(a, b, "a second enqueue returns the active job");
     assert_eq!(a.len(), 26, "apalis job ids are ULIDs");
     let payload: serde_json::Value =
@@ -49,7 +53,7 @@ async fn enqueue_is_idempotent_and_validates_users(pool: PgPool) {
     assert_eq!(job.reason, "test");
 
     assert!(matches!(
-        queue::enqueue_sync(&pool, 987_654, "x").await,
+        queue::enqueue_sync(&pool, 987_654, "x", "enqueuer").await,
         Err(DomainError::UnknownUser(987_654))
     ));
     exec(
@@ -61,7 +65,7 @@ async fn enqueue_is_idempotent_and_validates_users(pool: PgPool) {
     )
     .await;
     assert!(matches!(
-        queue::enqueue_sync(&pool, u.carol, "x").await,
+        queue::enqueue_sync(&pool, u.carol, "x", "enqueuer").await,
         Err(DomainError::NoCalendar(_))
     ));
     assert_eq!(
@@ -76,7 +80,9 @@ async fn enqueue_is_idempotent_and_validates_users(pool: PgPool) {
         &format!("UPDATE apalis.jobs SET status = 'Done' WHERE id = '{a}'"),
     )
     .await;
-    let c = queue::enqueue_sync(&pool, u.alice, "later").await.unwrap();
+    let c = queue::enqueue_sync(&pool, u.alice, "later", "enqueuer")
+        .await
+        .unwrap();
     assert_ne!(a, c);
 }
 
@@ -132,7 +138,9 @@ async fn nightly_pass_runs_once_per_tick_and_never_duplicates_active_jobs(pool: 
     .await;
     exec(&pool, "INSERT INTO users (email, name, calendar_needs_sync) VALUES ('dave@uni.edu', 'Dave', true)").await;
     // bob already has a job queued by another service.
-    let bobs = queue::enqueue_sync(&pool, u.bob, "api").await.unwrap();
+    let bobs = queue::enqueue_sync(&pool, u.bob, "api", "enqueuer")
+        .await
+        .unwrap();
 
     let tick = Utc.with_ymd_and_hms(2026, 11, 25, 8, 30, 0).unwrap();
     let run = queue::run_nightly_pass(&pool, tick, RunTrigger::Cron, "replica-1")
@@ -183,7 +191,9 @@ async fn nightly_pass_runs_once_per_tick_and_never_duplicates_active_jobs(pool: 
 #[sqlx::test(migrations = false)]
 async fn failed_attempts_back_off_exponentially_and_release_the_user_at_the_end(pool: PgPool) {
     let u = seed(&pool).await;
-    let id = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    let id = queue::enqueue_sync(&pool, u.alice, "t", "enqueuer")
+        .await
+        .unwrap();
     let mut last_delay = 0.0;
     for attempt in 1..=3 {
         // What apalis' ack does after a failed attempt.
@@ -230,7 +240,9 @@ async fn failed_attempts_back_off_exponentially_and_release_the_user_at_the_end(
     let (_, _, _, key, _) = job_row(&pool, &id).await;
     assert_eq!(key, None);
     assert_ne!(
-        queue::enqueue_sync(&pool, u.alice, "again").await.unwrap(),
+        queue::enqueue_sync(&pool, u.alice, "again", "enqueuer")
+            .await
+            .unwrap(),
         id
     );
 }
@@ -238,7 +250,9 @@ async fn failed_attempts_back_off_exponentially_and_release_the_user_at_the_end(
 #[sqlx::test(migrations = false)]
 async fn a_job_that_keeps_killing_its_worker_is_given_up(pool: PgPool) {
     let u = seed(&pool).await;
-    let id = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    let id = queue::enqueue_sync(&pool, u.alice, "t", "enqueuer")
+        .await
+        .unwrap();
     exec(
         &pool,
         &format!("UPDATE apalis.jobs SET max_attempts = 3 WHERE id = '{id}'"),
@@ -272,13 +286,17 @@ async fn a_job_that_keeps_killing_its_worker_is_given_up(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn retry_and_discard_respect_one_active_job_per_user(pool: PgPool) {
     let u = seed(&pool).await;
-    let a1 = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    let a1 = queue::enqueue_sync(&pool, u.alice, "t", "enqueuer")
+        .await
+        .unwrap();
     exec(
         &pool,
         &format!("UPDATE apalis.jobs SET status = 'Killed' WHERE id = '{a1}'"),
     )
     .await;
-    let a2 = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    let a2 = queue::enqueue_sync(&pool, u.alice, "t", "enqueuer")
+        .await
+        .unwrap();
     exec(
         &pool,
         &format!(
@@ -286,13 +304,17 @@ async fn retry_and_discard_respect_one_active_job_per_user(pool: PgPool) {
         ),
     )
     .await;
-    let b1 = queue::enqueue_sync(&pool, u.bob, "t").await.unwrap();
+    let b1 = queue::enqueue_sync(&pool, u.bob, "t", "enqueuer")
+        .await
+        .unwrap();
     exec(
         &pool,
         &format!("UPDATE apalis.jobs SET status = 'Killed' WHERE id = '{b1}'"),
     )
     .await;
-    let c1 = queue::enqueue_sync(&pool, u.carol, "t").await.unwrap(); // still pending
+    let c1 = queue::enqueue_sync(&pool, u.carol, "t", "enqueuer")
+        .await
+        .unwrap(); // still pending
 
     // Retry everything failed or killed: alice's two jobs collapse to one, bob's is retried.
     let out = queue::retry_jobs(&pool, &JobFilter::default(), "tester")
@@ -328,7 +350,12 @@ async fn retry_and_discard_respect_one_active_job_per_user(pool: PgPool) {
     let out = queue::discard_jobs(&pool, &f, "tester").await.unwrap();
     assert_eq!(out.changed, vec![c1.clone()]);
     assert_eq!(job_row(&pool, &c1).await.0, "Killed");
-    assert_ne!(queue::enqueue_sync(&pool, u.carol, "t").await.unwrap(), c1);
+    assert_ne!(
+        queue::enqueue_sync(&pool, u.carol, "t", "enqueuer")
+            .await
+            .unwrap(),
+        c1
+    );
 
     let audits: i64 =
         sqlx::query_scalar("SELECT count(*) FROM calsync.audit_log WHERE actor = 'tester'")
@@ -347,7 +374,9 @@ async fn retry_and_discard_respect_one_active_job_per_user(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn a_retry_hint_pushes_the_next_attempt_past_the_backoff(pool: PgPool) {
     let u = seed(&pool).await;
-    let id = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    let id = queue::enqueue_sync(&pool, u.alice, "t", "enqueuer")
+        .await
+        .unwrap();
     exec(
         &pool,
         &format!("UPDATE apalis.jobs SET status = 'Running' WHERE id = '{id}'"),
@@ -377,14 +406,22 @@ async fn a_retry_hint_pushes_the_next_attempt_past_the_backoff(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn pruning_removes_only_old_finished_jobs(pool: PgPool) {
     let u = seed(&pool).await;
-    let old_done = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    let old_done = queue::enqueue_sync(&pool, u.alice, "t", "enqueuer")
+        .await
+        .unwrap();
     exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Done', done_at = now() - interval '40 days' WHERE id = '{old_done}'")).await;
-    let old_killed = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    let old_killed = queue::enqueue_sync(&pool, u.alice, "t", "enqueuer")
+        .await
+        .unwrap();
     exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Killed', done_at = now() - interval '40 days' WHERE id = '{old_killed}'")).await;
-    let recent_done = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
+    let recent_done = queue::enqueue_sync(&pool, u.alice, "t", "enqueuer")
+        .await
+        .unwrap();
     exec(&pool, &format!("UPDATE apalis.jobs SET status = 'Done', done_at = now() - interval '2 days' WHERE id = '{recent_done}'")).await;
     // An old but still active (pending) job stays.
-    let old_pending = queue::enqueue_sync(&pool, u.bob, "t").await.unwrap();
+    let old_pending = queue::enqueue_sync(&pool, u.bob, "t", "enqueuer")
+        .await
+        .unwrap();
     exec(
         &pool,
         &format!(
@@ -393,7 +430,12 @@ async fn pruning_removes_only_old_finished_jobs(pool: PgPool) {
     )
     .await;
 
-    assert_eq!(queue::prune_finished_jobs(&pool, 30).await.unwrap(), 2);
+    assert_eq!(
+        queue::prune_finished_jobs(&pool, 30, "tester")
+            .await
+            .unwrap(),
+        2
+    );
     let left: Vec<String> = sqlx::query_scalar("SELECT id FROM apalis.jobs ORDER BY id")
         .fetch_all(&pool)
         .await
