@@ -13,7 +13,7 @@
 -- The idempotency key an active sync job of `user_id` holds ('sync-user:<id>').
 CREATE FUNCTION calsync.active_job_key(user_id bigint) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT 'sync-user:' || $1
+    SELECT 'sync-user:' || $1::text  -- text || text: immutable, so it inlines
 $$;
 
 -- Whether a job with this apalis status and attempt count will never run again:

@@ -60,6 +60,13 @@ impl SyncUserJob {
     /// Validate a decoded payload with a clear error for operators.
     pub fn from_payload(value: &serde_json::Value) -> Result<Self, PayloadError> {
         let shown = shown(&value.to_string());
+        if !value.is_object() {
+            // serde would read `[42]` as `{"user_id": 42}`.
+            return Err(PayloadError {
+                payload: shown,
+                problem: "invalid type: expected a JSON object".into(),
+            });
+        }
         let job: SyncUserJob = serde_json::from_value(value.clone()).map_err(|e| PayloadError {
             payload: shown.clone(),
             problem: e.to_string(),
