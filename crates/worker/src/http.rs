@@ -207,14 +207,8 @@ async fn enqueue(
             }
         }
     };
+    // The domain validates the reason (length, control characters): InvalidInput → 400.
     let reason = body.reason.unwrap_or_else(|| "http".into());
-    if reason.len() > 200 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "reason is longer than 200 characters",
-        );
-    }
     match queue::enqueue_sync(&st.pool, user_id, &reason, "http-api").await {
         Ok(job_id) => {
             tracing::info!(user_id, job_id, reason, "sync enqueued over HTTP");

@@ -42,7 +42,9 @@ async fn control_characters_in_the_reason_are_a_400_and_enqueues_are_audited(poo
         api_token: None,
         ready: Arc::new(AtomicBool::new(true)),
     })
-    .layer(MockConnectInfo("127.0.0.1:5000".parse::<SocketAddr>().unwrap()));
+    .layer(MockConnectInfo(
+        "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
+    ));
     let user: i64 = sqlx::query_scalar(
         "INSERT INTO users (email, name, google_course_calendar_id) VALUES ('a@uni.edu', 'A', 'cal-a') RETURNING id",
     )
@@ -59,12 +61,36 @@ async fn control_characters_in_the_reason_are_a_400_and_enqueues_are_audited(poo
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
         assert!(answer.contains("control characters"), "{answer}");
     }
+    let (status, answer) = post(
+        &app,
+        &uri,
+        &serde_json::json!({ "reason": "x".repeat(201) }).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer.contains("at most 200"), "{answer}");
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(jobs, 0, "nothing was enqueued");
 
+    // 200 characters are fine, however many bytes they take.
+    let (status, answer) = post(
+        &app,
+        &uri,
+        &serde_json::json!({ "reason": "é".repeat(200) }).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    sqlx::query("UPDATE apalis.jobs SET status = 'Done'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM calsync.audit_log")
+        .execute(&pool)
+        .await
+        .unwrap();
     let (status, answer) = post(&app, &uri, r#"{"reason": "registrar"}"#).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let job_id = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["job_id"]
