@@ -36,7 +36,7 @@ pub struct SyncReport {
     pub user_id: i64,
     pub inserted: u32,
     pub updated: u32,
-    /// Events the student deleted in Google, put back.
+    /// Events the student deleted in their calendar, put back.
     pub restored: u32,
     pub deleted: u32,
     pub unchanged: u32,
