@@ -640,6 +640,21 @@ async fn a_raw_insert_gets_the_active_job_key_and_never_makes_a_second_active_jo
     .await
     .unwrap();
     assert_eq!(done, None);
+    // A raw insert cannot dodge the rule with a key of its own choosing.
+    for forged in ["anything".to_string(), queue::active_job_key(u.bob)] {
+        let key: Option<String> = sqlx::query_scalar(
+            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key) \
+             VALUES (apalis.generate_ulid(), 'sync-calendar', convert_to($1, 'UTF8'), 'Pending', 0, 8, now(), 0, $2) \
+             RETURNING idempotency_key",
+        )
+        .bind(format!(r#"{{"user_id": {}}}"#, u.carol))
+        .bind(&forged)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(key, Some(queue::active_job_key(u.carol)), "{forged}");
+        exec(&pool, "UPDATE apalis.jobs SET status = 'Killed' WHERE idempotency_key = 'sync-user:' || (SELECT id FROM users WHERE email = 'carol@uni.edu')").await;
+    }
     // A raw UPDATE that re-activates a finished job of a user with an active job is refused.
     let err = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE apalis.jobs SET status = 'Pending' WHERE id = '{raw}'"
