@@ -101,13 +101,6 @@ BEGIN
         -- (unique per queue). calsync's own inserts pass the key and use ON CONFLICT; a
         -- raw INSERT that did not is refused with a clear error when the user already
         -- has an active job (two such INSERTs racing get the unique index's error).
-        IF NEW.idempotency_key = 'sync-user:' || (payload ->> 'user_id')
-           AND jsonb_typeof(payload -> 'user_id') = 'number'
-           AND NOT calsync.job_is_final(NEW.status, NEW.attempts, NEW.max_attempts) THEN
-            -- calsync's own inserts (enqueue_sync, the nightly pass) pass the right key:
-            -- nothing to derive (the fan-out inserts a row per due user).
-            RETURN NEW;
-        END IF;
         uid := calsync.job_user_id(payload);
         IF uid IS NULL OR calsync.job_is_final(NEW.status, NEW.attempts, NEW.max_attempts) THEN
             NEW.idempotency_key := NULL;

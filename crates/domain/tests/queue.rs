@@ -211,7 +211,7 @@ async fn failed_attempts_back_off_exponentially_and_release_the_user_at_the_end(
         assert_eq!(status, "Failed");
         assert_eq!(
             key.as_deref(),
-            Some(format!("sync-user:{}", u.alice).as_str()),
+            Some(queue::active_job_key(u.alice).as_str()),
             "still the active job"
         );
         let base = 30.0 * 2f64.powi(attempt - 1);
@@ -653,7 +653,8 @@ async fn a_raw_insert_gets_the_active_job_key_and_never_makes_a_second_active_jo
         .await
         .unwrap();
         assert_eq!(key, Some(queue::active_job_key(u.carol)), "{forged}");
-        exec(&pool, "UPDATE apalis.jobs SET status = 'Killed' WHERE idempotency_key = 'sync-user:' || (SELECT id FROM users WHERE email = 'carol@uni.edu')").await;
+        exec(&pool, "UPDATE apalis.jobs SET status = 'Killed' \
+             WHERE idempotency_key = calsync.active_job_key((SELECT id FROM users WHERE email = 'carol@uni.edu'))").await;
     }
     // A raw UPDATE that re-activates a finished job of a user with an active job is refused.
     let err = sqlx::query(sqlx::AssertSqlSafe(format!(
