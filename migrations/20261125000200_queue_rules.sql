@@ -67,9 +67,30 @@ BEGIN
         RETURN NEW;
     END IF;
 
+    -- Rows apalis-postgres cannot turn into a task stop the worker that fetches them
+    -- (and cost every job of the same batch an attempt), so no writer may create one:
+    -- checked on INSERT and on every UPDATE (OLD is NULL on INSERT).
+    IF NEW.id !~ '^[0-7][0-9A-HJKMNP-TV-Z]{25}$' THEN
+        RAISE EXCEPTION 'calsync: sync-calendar job id % is not an upper-case ULID (use apalis.generate_ulid(), or better calsync.enqueue_sync)',
+            left(NEW.id, 60)
+            USING ERRCODE = '22P02';
+    END IF;
+    IF NEW.status NOT IN ('Pending', 'Queued', 'Running', 'Done', 'Failed', 'Killed') THEN
+        RAISE EXCEPTION 'calsync: sync-calendar job status % is not an apalis status', left(NEW.status, 60)
+            USING ERRCODE = '23514';
+    END IF;
+    IF NEW.attempts < 0 OR NEW.max_attempts < 1 THEN
+        RAISE EXCEPTION 'calsync: sync-calendar job needs attempts >= 0 and max_attempts >= 1, got % and %',
+            NEW.attempts, NEW.max_attempts
+            USING ERRCODE = '23514';
+    END IF;
+    IF NEW.metadata IS NOT NULL AND NEW.metadata IS DISTINCT FROM OLD.metadata
+       AND array_position(avals(NEW.metadata), NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'calsync: sync-calendar job metadata must not hold NULL values'
+            USING ERRCODE = '23514';
+    END IF;
+
     IF TG_OP = 'INSERT' THEN
-        -- Rows apalis-postgres cannot turn into a task stop the worker that fetches them
-        -- (and cost every job of the same batch an attempt), so they never get in.
         -- The payload itself is decoded by calsync's handler, which kills a job whose
         -- JSON it cannot use; bytes that are not a JSON object are refused here.
         payload := calsync.job_payload(NEW.job);
@@ -78,25 +99,6 @@ BEGIN
                 left(encode(NEW.job, 'escape'), 200)
                 USING ERRCODE = '22P02';
         END IF;
-        IF NEW.id !~ '^[0-7][0-9A-HJKMNP-TV-Z]{25}$' THEN
-            RAISE EXCEPTION 'calsync: sync-calendar job id % is not an upper-case ULID (use apalis.generate_ulid(), or better calsync.enqueue_sync)',
-                left(NEW.id, 60)
-                USING ERRCODE = '22P02';
-        END IF;
-        IF NEW.status NOT IN ('Pending', 'Queued', 'Running', 'Done', 'Failed', 'Killed') THEN
-            RAISE EXCEPTION 'calsync: sync-calendar job status % is not an apalis status', left(NEW.status, 60)
-                USING ERRCODE = '23514';
-        END IF;
-        IF NEW.attempts < 0 OR NEW.max_attempts < 1 THEN
-            RAISE EXCEPTION 'calsync: sync-calendar job needs attempts >= 0 and max_attempts >= 1, got % and %',
-                NEW.attempts, NEW.max_attempts
-                USING ERRCODE = '23514';
-        END IF;
-        IF NEW.metadata IS NOT NULL AND array_position(avals(NEW.metadata), NULL) IS NOT NULL THEN
-            RAISE EXCEPTION 'calsync: sync-calendar job metadata must not hold NULL values'
-                USING ERRCODE = '23514';
-        END IF;
-
         -- One active job per user, for every writer: an active job holds its user's key
         -- (unique per queue). calsync's own inserts pass the key and use ON CONFLICT; a
         -- raw INSERT that did not is refused with a clear error when the user already

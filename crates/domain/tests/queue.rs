@@ -705,6 +705,33 @@ async fn rows_a_worker_could_not_fetch_are_refused_at_insert(pool: PgPool) {
         assert!(err.to_string().contains(needle), "{columns}: {err}");
     }
     assert_eq!(active_jobs(&pool).await, 0);
+    // Nor can an UPDATE turn a good row into one.
+    let good = queue::enqueue_sync(&pool, u.carol, "t", "enqueuer")
+        .await
+        .unwrap();
+    for set in [
+        "metadata = 'a=>NULL'::hstore",
+        "id = 'not-a-ulid'",
+        "status = 'Paused'",
+        "attempts = -1",
+    ] {
+        let err = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE apalis.jobs SET {set} WHERE id = '{good}'"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("calsync: sync-calendar job"),
+            "{set}: {err}"
+        );
+    }
+    exec(
+        &pool,
+        &format!("UPDATE apalis.jobs SET metadata = 'a=>b'::hstore, status = 'Killed' WHERE id = '{good}'"),
+    )
+    .await;
+    assert_eq!(active_jobs(&pool).await, 0);
     // JSON that Postgres reads but serde cannot gets in; it holds a key only when it
     // names a usable user, and the worker kills it as malformed.
     let poison = raw_insert(&pool, r#"{"user_id": 1e400}"#).await.unwrap();
