@@ -114,7 +114,7 @@ async fn serve_dashboard(pool: &PgPool) -> SocketAddr {
 }
 
 async fn failed_job(pool: &PgPool, user: i64) -> String {
-    let id = calsync_domain::queue::enqueue_sync(pool, user, "browser")
+    let id = calsync_domain::queue::enqueue_sync(pool, user, "browser", "test")
         .await
         .unwrap();
     sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts, last_result = '{\"Err\": \"Google events.insert failed (retryable): HTTP 503 backendError\"}' WHERE id = $1")

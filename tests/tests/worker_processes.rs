@@ -130,7 +130,9 @@ async fn kill_9_mid_job_is_recovered_by_another_worker_without_duplicates() {
     fake.add_fault(FaultRule::latency(Duration::from_millis(700)).method("events.insert"));
     let args = ["--no-cron", "--heartbeat-secs", "1", "--poll-secs", "1"];
     let mut a = WorkerProcess::spawn(&url, &fake, "victim", &args);
-    let job = queue::enqueue_sync(&pool, users[0], "e2e").await.unwrap();
+    let job = queue::enqueue_sync(&pool, users[0], "e2e", "test")
+        .await
+        .unwrap();
     wait_until("first event inserted", Duration::from_secs(30), || async {
         fake.calls()
             .iter()
@@ -186,7 +188,9 @@ async fn sigterm_lets_the_in_flight_job_finish() {
         "graceful",
         &["--no-cron", "--heartbeat-secs", "1"],
     );
-    let job = queue::enqueue_sync(&pool, users[0], "e2e").await.unwrap();
+    let job = queue::enqueue_sync(&pool, users[0], "e2e", "test")
+        .await
+        .unwrap();
     wait_until("sync in flight", Duration::from_secs(30), || async {
         fake.calls().iter().any(|c| c.method == "events.insert")
     })
@@ -372,7 +376,9 @@ async fn malformed_payloads_fail_their_job_and_never_stop_the_worker() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("malformed"), "{err}");
-    let good = queue::enqueue_sync(&pool, users[1], "e2e").await.unwrap();
+    let good = queue::enqueue_sync(&pool, users[1], "e2e", "test")
+        .await
+        .unwrap();
 
     let state = |id: String| {
         let pool = pool.clone();

@@ -259,7 +259,7 @@ async fn bulk_actions_follow_the_filter(pool: PgPool) {
     let c = user(&pool, "c@uni.edu", Some("cal-c")).await;
     let ja = failed_job(&pool, a, "x").await;
     let jb = failed_job(&pool, b, "y").await;
-    let jc = calsync_domain::queue::enqueue_sync(&pool, c, "t")
+    let jc = calsync_domain::queue::enqueue_sync(&pool, c, "t", "test")
         .await
         .unwrap();
     let cookie = login(&app, ADMIN).await;
@@ -305,7 +305,7 @@ async fn job_list_filters_and_keyset_pagination(pool: PgPool) {
     for i in 0..7 {
         let u = user(&pool, &format!("u{i}@uni.edu"), Some("cal")).await;
         ids.push(
-            calsync_domain::queue::enqueue_sync(&pool, u, "t")
+            calsync_domain::queue::enqueue_sync(&pool, u, "t", "test")
                 .await
                 .unwrap(),
         );

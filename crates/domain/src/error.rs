@@ -21,6 +21,10 @@ pub enum DomainError {
     /// A value read from the database is not what the schema promises.
     #[error("invalid data: {0}")]
     InvalidData(String),
+    /// A caller passed a value the domain refuses (checked before any SQL runs, so
+    /// every caller gets this clear error rather than a database error).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
 }
 
 impl DomainError {

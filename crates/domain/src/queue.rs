@@ -23,6 +23,23 @@ pub struct SyncUserJob {
     pub run_id: Option<i64>,
 }
 
+/// A payload shortened to 200 characters for logs and errors, control characters
+/// escaped (a NUL could not even be stored as the job's error).
+fn shown(payload: &str) -> String {
+    payload
+        .chars()
+        .take(200)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 fn default_reason() -> String {
     "api".into()
 }
@@ -42,49 +59,115 @@ pub struct PayloadError {
 impl SyncUserJob {
     /// Validate a decoded payload with a clear error for operators.
     pub fn from_payload(value: &serde_json::Value) -> Result<Self, PayloadError> {
-        let shown: String = value.to_string().chars().take(200).collect();
+        let shown = shown(&value.to_string());
+        if !value.is_object() {
+            // serde would read `[42]` as `{"user_id": 42}`.
+            return Err(PayloadError {
+                payload: shown,
+                problem: "invalid type: expected a JSON object".into(),
+            });
+        }
         let job: SyncUserJob = serde_json::from_value(value.clone()).map_err(|e| PayloadError {
             payload: shown.clone(),
             problem: e.to_string(),
         })?;
-        if job.user_id <= 0 {
+        job.validate(shown)
+    }
+
+    /// Decode and validate a payload as stored (`apalis.jobs.job`). Any bytes at all give
+    /// either a job or a clear error: the whole document must be JSON serde_json reads
+    /// (numbers in range, nesting within its recursion limit — even in fields calsync
+    /// ignores), then of the right shape.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PayloadError> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| PayloadError {
+            payload: shown(&String::from_utf8_lossy(bytes)),
+            problem: e.to_string(),
+        })?;
+        SyncUserJob::from_payload(&value)
+    }
+
+    fn validate(self, shown: String) -> Result<Self, PayloadError> {
+        if self.user_id <= 0 {
             return Err(PayloadError {
                 payload: shown,
-                problem: format!("user_id must be positive, got {}", job.user_id),
+                problem: format!("user_id must be positive, got {}", self.user_id),
             });
         }
-        Ok(job)
+        Ok(self)
     }
 }
 
-/// The idempotency key an active job of this user holds.
-pub fn user_key(user_id: i64) -> String {
+/// The idempotency key an active sync job of this user holds: the Rust twin of the SQL
+/// function `calsync.active_job_key` (a test checks that they agree).
+pub fn active_job_key(user_id: i64) -> String {
     format!("sync-user:{user_id}")
 }
 
-/// Enqueue a sync of one user (or return the id of the job already active for them).
-/// Same rules as the SQL API `calsync.enqueue_sync`, which this calls.
+/// Whether a job with this apalis status and attempt count will never run again (Done,
+/// Killed, or Failed with no attempts left): the Rust twin of the SQL function
+/// `calsync.job_is_final` (a test checks that they agree).
+pub fn job_is_final(status: &str, attempts: i32, max_attempts: i32) -> bool {
+    matches!(status, "Done" | "Killed") || (status == "Failed" && attempts >= max_attempts)
+}
+
+/// The longest enqueue reason, in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// Check an enqueue reason: at most [`MAX_REASON_CHARS`] characters, no NUL or other
+/// control characters (it is shown on the dashboard and in logs).
+pub fn validate_reason(reason: &str) -> Result<(), DomainError> {
+    let len = reason.chars().count();
+    if len > MAX_REASON_CHARS {
+        return Err(DomainError::InvalidInput(format!(
+            "reason is {len} characters long; at most {MAX_REASON_CHARS} are allowed"
+        )));
+    }
+    if let Some(c) = reason.chars().find(|c| c.is_control()) {
+        return Err(DomainError::InvalidInput(format!(
+            "reason must not contain control characters (found U+{:04X})",
+            c as u32
+        )));
+    }
+    Ok(())
+}
+
+/// Enqueue a sync of one user (or return the id of the job already active for them),
+/// audited as `sync_user` by `actor` in the same transaction. Same rules as the SQL
+/// API `calsync.enqueue_sync`, which this calls; the reason is validated first
+/// ([`validate_reason`]).
 pub async fn enqueue_sync(
-    db: impl PgExecutor<'_>,
+    pool: &PgPool,
     user_id: i64,
     reason: &str,
+    actor: &str,
 ) -> Result<String, DomainError> {
+    validate_reason(reason)?;
+    let mut tx = pool.begin().await?;
     let res = sqlx::query_scalar::<_, String>("SELECT calsync.enqueue_sync($1, $2)")
         .bind(user_id)
         .bind(reason)
-        .fetch_one(db)
+        .fetch_one(&mut *tx)
         .await;
-    match res {
-        Ok(id) => Ok(id),
+    let job_id = match res {
+        Ok(id) => id,
         Err(e) => {
             let err = DomainError::from(e);
-            match err.sqlstate().as_deref() {
+            return match err.sqlstate().as_deref() {
                 Some("23503") => Err(DomainError::UnknownUser(user_id)),
                 Some("22023") => Err(DomainError::NoCalendar(user_id)),
                 _ => Err(err),
-            }
+            };
         }
-    }
+    };
+    audit(
+        &mut *tx,
+        actor,
+        "sync_user",
+        serde_json::json!({"user_id": user_id, "job_id": job_id, "reason": reason}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(job_id)
 }
 
 /// A nightly (or manual) fan-out pass.
@@ -127,7 +210,9 @@ impl RunTrigger {
 /// set-based INSERT … SELECT.
 ///
 /// Returns `None` when a run for this tick already exists: every replica's cron fires,
-/// the first one to commit the run row does the work.
+/// the first one to commit the run row does the work. The pass is audited as
+/// `nightly_pass` by `enqueued_by` in the same transaction (only the winning replica's
+/// row commits).
 pub async fn run_nightly_pass(
     pool: &PgPool,
     scheduled_for: DateTime<Utc>,
@@ -158,7 +243,7 @@ pub async fn run_nightly_pass(
              INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key) \
              SELECT apalis.generate_ulid(), '{queue}', \
                     convert_to(jsonb_build_object('user_id', due.id, 'reason', 'nightly', 'run_id', $1::bigint)::text, 'UTF8'), \
-                    'Pending', 0, s.default_max_attempts, clock_timestamp(), 0, 'sync-user:' || due.id \
+                    'Pending', 0, s.default_max_attempts, clock_timestamp(), 0, calsync.active_job_key(due.id) \
              FROM due CROSS JOIN calsync.queue_settings s \
              ON CONFLICT (job_type, idempotency_key) DO NOTHING \
              RETURNING 1 \
@@ -185,6 +270,20 @@ pub async fn run_nightly_pass(
     )
     .bind(SYNC_QUEUE)
     .execute(&mut *tx)
+    .await?;
+    audit(
+        &mut *tx,
+        enqueued_by,
+        "nightly_pass",
+        serde_json::json!({
+            "run_id": run.id,
+            "trigger": trigger.as_str(),
+            "scheduled_for": run.scheduled_for,
+            "users_due": run.users_due,
+            "enqueued": run.enqueued,
+            "already_queued": run.already_queued,
+        }),
+    )
     .await?;
     tx.commit().await?;
     Ok(Some(run))
@@ -262,13 +361,30 @@ impl JobState {
         JobState::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// The state of a job with this apalis status and attempt count (the Rust twin of
+    /// [`JobState::SQL_EXPR`]; a test checks that they agree).
+    pub fn of(status: &str, attempts: i32, max_attempts: i32) -> JobState {
+        match status {
+            "Pending" => JobState::Pending,
+            "Queued" | "Running" => JobState::Running,
+            "Failed" if job_is_final(status, attempts, max_attempts) => JobState::Failed,
+            "Failed" => JobState::Retrying,
+            "Killed" => JobState::Killed,
+            _ => JobState::Done,
+        }
+    }
+
     /// SQL condition on an `apalis.jobs` row aliased `j`.
     pub fn condition(self) -> &'static str {
         match self {
             JobState::Pending => "j.status = 'Pending'",
             JobState::Running => "j.status IN ('Queued', 'Running')",
-            JobState::Retrying => "(j.status = 'Failed' AND j.attempts < j.max_attempts)",
-            JobState::Failed => "(j.status = 'Failed' AND j.attempts >= j.max_attempts)",
+            JobState::Retrying => {
+                "(j.status = 'Failed' AND NOT calsync.job_is_final(j.status, j.attempts, j.max_attempts))"
+            }
+            JobState::Failed => {
+                "(j.status = 'Failed' AND calsync.job_is_final(j.status, j.attempts, j.max_attempts))"
+            }
             JobState::Killed => "j.status = 'Killed'",
             JobState::Done => "j.status = 'Done'",
         }
@@ -277,7 +393,7 @@ impl JobState {
     /// SQL expression computing the state of `j`.
     pub const SQL_EXPR: &'static str = "CASE WHEN j.status = 'Pending' THEN 'pending' \
         WHEN j.status IN ('Queued', 'Running') THEN 'running' \
-        WHEN j.status = 'Failed' AND j.attempts < j.max_attempts THEN 'retrying' \
+        WHEN j.status = 'Failed' AND NOT calsync.job_is_final(j.status, j.attempts, j.max_attempts) THEN 'retrying' \
         WHEN j.status = 'Failed' THEN 'failed' WHEN j.status = 'Killed' THEN 'killed' ELSE 'done' END";
 }
 
@@ -337,9 +453,17 @@ pub async fn retry_jobs(
     actor: &str,
 ) -> Result<ActionOutcome, DomainError> {
     let mut tx = pool.begin().await?;
+    // The queue trigger gives every re-activated sync job its user's key, so the
+    // unique index would refuse a second active job: skip users who have one, and of
+    // several matching jobs of one user retry only the newest.
     let mut qb = QueryBuilder::<Postgres>::new(
         "WITH candidates AS ( \
-             SELECT j.id, j.job_type, calsync.job_payload(j.job) ->> 'user_id' AS uid \
+             SELECT j.id, j.job_type, \
+                    CASE WHEN j.job_type = ",
+    );
+    qb.push_bind(SYNC_QUEUE);
+    qb.push(
+        " THEN calsync.job_user_id(calsync.job_payload(j.job)) END AS uid \
              FROM apalis.jobs j \
              WHERE (j.status IN ('Failed', 'Killed'))",
     );
@@ -347,28 +471,16 @@ pub async fn retry_jobs(
     qb.push(
         " FOR UPDATE OF j \
          ), pick AS ( \
-             SELECT DISTINCT ON (CASE WHEN c.job_type = '",
-    );
-    qb.push(SYNC_QUEUE).push(
-        "' AND c.uid IS NOT NULL THEN 'u' || c.uid ELSE 'j' || c.id END) c.id, c.job_type, c.uid \
+             SELECT DISTINCT ON (CASE WHEN c.uid IS NOT NULL THEN 'u' || c.uid ELSE 'j' || c.id END) c.id \
              FROM candidates c \
-             WHERE c.job_type <> '",
-    );
-    qb.push(SYNC_QUEUE).push(
-        "' OR c.uid IS NULL OR NOT EXISTS ( \
+             WHERE c.uid IS NULL OR NOT EXISTS ( \
                  SELECT 1 FROM apalis.jobs a \
-                 WHERE a.job_type = c.job_type AND a.idempotency_key = 'sync-user:' || c.uid AND a.id <> c.id) \
-             ORDER BY (CASE WHEN c.job_type = '",
-    );
-    qb.push(SYNC_QUEUE).push(
-        "' AND c.uid IS NOT NULL THEN 'u' || c.uid ELSE 'j' || c.id END), c.id DESC \
+                 WHERE a.job_type = c.job_type AND a.idempotency_key = calsync.active_job_key(c.uid) \
+                   AND a.id <> c.id) \
+             ORDER BY (CASE WHEN c.uid IS NOT NULL THEN 'u' || c.uid ELSE 'j' || c.id END), c.id DESC \
          ) \
          UPDATE apalis.jobs j SET status = 'Pending', attempts = 0, run_at = now(), lock_by = NULL, \
-             lock_at = NULL, done_at = NULL, \
-             idempotency_key = CASE WHEN pick.job_type = '",
-    );
-    qb.push(SYNC_QUEUE).push(
-        "' AND pick.uid IS NOT NULL THEN 'sync-user:' || pick.uid ELSE j.idempotency_key END \
+             lock_at = NULL, done_at = NULL \
          FROM pick WHERE j.id = pick.id RETURNING j.id, (SELECT count(*) FROM candidates)",
     );
     let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
@@ -406,9 +518,11 @@ pub async fn discard_jobs(
              last_result = jsonb_build_object('Err', 'discarded by ' || ",
     );
     qb.push_bind(actor.to_string());
-    qb.push(
-        ") WHERE (j.status = 'Pending' OR (j.status = 'Failed' AND j.attempts < j.max_attempts))",
-    );
+    qb.push(") WHERE (")
+        .push(JobState::Pending.condition())
+        .push(" OR ")
+        .push(JobState::Retrying.condition())
+        .push(")");
     filter.push_conditions(&mut qb);
     qb.push(" RETURNING j.id");
     let changed: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
@@ -460,27 +574,49 @@ pub async fn audit(
 }
 
 /// Delete finished sync jobs (done, killed, failed for good) that finished more than
-/// `older_than_days` ago, in batches so no statement holds many row locks for long.
+/// `older_than_days` ago, in batches of 10,000 so no statement holds many row locks for
+/// long. Each batch is one transaction with its `prune_jobs` audit row (by `actor`).
 /// Active jobs are never touched. Returns how many were deleted.
-pub async fn prune_finished_jobs(pool: &PgPool, older_than_days: u32) -> Result<u64, DomainError> {
+pub async fn prune_finished_jobs(
+    pool: &PgPool,
+    older_than_days: u32,
+    actor: &str,
+) -> Result<u64, DomainError> {
+    const BATCH: u64 = 10_000;
     let mut total = 0u64;
-    loop {
+    for batch in 1.. {
+        let mut tx = pool.begin().await?;
         let deleted = sqlx::query(
             "DELETE FROM apalis.jobs WHERE id IN ( \
                  SELECT id FROM apalis.jobs j \
                  WHERE j.job_type = $1 \
-                   AND (j.status IN ('Done', 'Killed') OR (j.status = 'Failed' AND j.attempts >= j.max_attempts)) \
+                   AND calsync.job_is_final(j.status, j.attempts, j.max_attempts) \
                    AND coalesce(j.done_at, j.run_at) < now() - make_interval(days => $2) \
                  LIMIT 10000 FOR UPDATE SKIP LOCKED)",
         )
         .bind(SYNC_QUEUE)
-        .bind(older_than_days as i32)
-        .execute(pool)
+        .bind(i32::try_from(older_than_days).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         total += deleted;
-        if deleted < 10_000 {
-            return Ok(total);
+        if deleted > 0 || batch == 1 {
+            audit(
+                &mut *tx,
+                actor,
+                "prune_jobs",
+                serde_json::json!({
+                    "older_than_days": older_than_days,
+                    "batch": batch,
+                    "deleted": deleted,
+                }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if deleted < BATCH {
+            break;
         }
     }
+    Ok(total)
 }

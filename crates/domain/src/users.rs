@@ -1,10 +1,12 @@
 //! Users, their calendar-sync flags, and the compare-and-clear that ends a sync.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{AssertSqlSafe, PgExecutor};
+use sqlx::{AssertSqlSafe, PgExecutor, PgPool, Postgres, pool::PoolConnection};
 
-use crate::DomainError;
+use crate::{DomainError, queue};
 
 /// Where a user's calendar sync stands, beyond the `calendar_needs_sync` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
@@ -105,14 +107,25 @@ pub async fn mark_for_sync(db: impl PgExecutor<'_>, id: i64) -> Result<(), Domai
     Ok(())
 }
 
-/// Flag every user that has a course calendar. Returns how many were flagged.
-pub async fn mark_all_for_sync(db: impl PgExecutor<'_>) -> Result<i64, DomainError> {
-    Ok(sqlx::query_scalar(
+/// Flag every user that has a course calendar, audited as `mark_all` by `actor` in the
+/// same transaction. Returns how many were flagged.
+pub async fn mark_all_for_sync(pool: &PgPool, actor: &str) -> Result<i64, DomainError> {
+    let mut tx = pool.begin().await?;
+    let flagged: i64 = sqlx::query_scalar(
         "SELECT calsync.flag_users(ARRAY(SELECT id FROM users \
          WHERE google_course_calendar_id IS NOT NULL AND google_course_calendar_id <> ''))",
     )
-    .fetch_one(db)
-    .await?)
+    .fetch_one(&mut *tx)
+    .await?;
+    queue::audit(
+        &mut *tx,
+        actor,
+        "mark_all",
+        serde_json::json!({ "flagged": flagged }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(flagged)
 }
 
 /// What [`finish_sync`] did.
@@ -152,43 +165,155 @@ pub async fn finish_sync(
     }
 }
 
-/// Record a failed sync: the status to show and the error text (which must not contain
-/// secrets). The flag is left as it is, so the user stays due.
-pub async fn record_failure(
-    db: impl PgExecutor<'_>,
-    id: i64,
-    status: SyncStatus,
-    error: &str,
+/// What the worker's failure policy decided about a failed sync attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Another attempt follows (the queue trigger schedules it with backoff), not
+    /// before `not_before` from now when set (e.g. Google's daily quota). The user's
+    /// status is left as it is.
+    Retry { not_before: Option<Duration> },
+    /// The job ends here: the user's status becomes `status`.
+    Final { status: SyncStatus },
+}
+
+/// One failed sync attempt, as [`record_attempt_failure`] records it.
+#[derive(Debug, Clone)]
+pub struct AttemptFailure<'a> {
+    /// The apalis job id.
+    pub job_id: &'a str,
+    /// The user the job syncs (`None` when its payload names nobody usable).
+    pub user_id: Option<i64>,
+    /// The attempt that failed (1 = first).
+    pub attempt: i64,
+    pub outcome: AttemptOutcome,
+    /// The error, as operators should read it (never contains secrets).
+    pub error: &'a str,
+    /// Who decided (the worker's name), for the audit log.
+    pub actor: &'a str,
+}
+
+/// Record a failed sync attempt in one transaction: the user's last error (and, when the
+/// job ends, their status), the retry hint for the queue trigger, and — when the job
+/// ends — a `sync_failed` audit row. The flag is left as it is, so the user stays due.
+/// This is the only writer of `calendar_sync_status` other than [`finish_sync`].
+pub async fn record_attempt_failure(
+    pool: &PgPool,
+    failure: &AttemptFailure<'_>,
 ) -> Result<(), DomainError> {
-    let updated = sqlx::query(
-        "UPDATE users SET calendar_sync_status = $2, last_sync_error = $3, last_sync_error_at = now(), \
-         updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(error)
-    .execute(db)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        return Err(DomainError::UnknownUser(id));
+    // Postgres text cannot hold NUL; an error quoting a hostile payload or answer might.
+    let error = failure.error.replace('\0', "\\u{0}");
+    let mut tx = pool.begin().await?;
+    let status = match failure.outcome {
+        AttemptOutcome::Final { status } => Some(status),
+        AttemptOutcome::Retry { .. } => None,
+    };
+    if let Some(user_id) = failure.user_id {
+        sqlx::query(
+            "UPDATE users SET calendar_sync_status = coalesce($2, calendar_sync_status), \
+                 last_sync_error = $3, last_sync_error_at = now(), updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(user_id)
+        .bind(status)
+        .bind(&error)
+        .execute(&mut *tx)
+        .await?;
     }
+    match failure.outcome {
+        AttemptOutcome::Retry {
+            not_before: Some(wait),
+        } => {
+            sqlx::query(
+                "INSERT INTO calsync.retry_hints (job_id, not_before) \
+                 VALUES ($1, now() + make_interval(secs => $2)) \
+                 ON CONFLICT (job_id) DO UPDATE SET not_before = EXCLUDED.not_before",
+            )
+            .bind(failure.job_id)
+            .bind(wait.as_secs_f64())
+            .execute(&mut *tx)
+            .await?;
+        }
+        AttemptOutcome::Retry { not_before: None } => {}
+        AttemptOutcome::Final { status } => {
+            queue::audit(
+                &mut *tx,
+                failure.actor,
+                "sync_failed",
+                serde_json::json!({
+                    "job_id": failure.job_id,
+                    "user_id": failure.user_id,
+                    "attempt": failure.attempt,
+                    "status": status.as_str(),
+                    "error": error,
+                }),
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
     Ok(())
 }
 
-/// Record the error of a failed sync attempt that will be retried: the status stays as
-/// it is, the error is shown on the dashboard until the next success.
-pub async fn record_error(
-    db: impl PgExecutor<'_>,
-    id: i64,
-    error: &str,
-) -> Result<(), DomainError> {
-    sqlx::query("UPDATE users SET last_sync_error = $2, last_sync_error_at = now(), updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(db)
-        .await?;
-    Ok(())
+/// Bit pattern mixed into a user id to make its advisory-lock key: `"cals"` with the
+/// sign bit set, so calsync's keys are negative and never meet the positive keys other
+/// tools use (sqlx's migrator), and XOR keeps the mapping one-to-one over all 64 bits.
+const LOCK_TAG: i64 = 0xE361_6C73_0000_0000_u64 as i64;
+
+/// The advisory-lock key of a user's sync: distinct for every user id (no truncation).
+pub fn sync_lock_key(user_id: i64) -> i64 {
+    user_id ^ LOCK_TAG
+}
+
+/// A held per-user sync lock: a session advisory lock on a pooled connection, so two
+/// syncs of one user never interleave (across processes too). If it is dropped without
+/// [`UserSyncLock::unlock`] (the sync was cancelled or panicked) the connection is
+/// closed instead of going back to the pool, so the lock cannot outlive the sync.
+#[derive(Debug)]
+pub struct UserSyncLock {
+    conn: Option<PoolConnection<Postgres>>,
+    user_id: i64,
+}
+
+impl UserSyncLock {
+    /// Take the user's sync lock if nobody holds it (`None`: another sync runs).
+    pub async fn try_acquire(
+        pool: &PgPool,
+        user_id: i64,
+    ) -> Result<Option<UserSyncLock>, DomainError> {
+        let mut conn = pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(sync_lock_key(user_id))
+            .fetch_one(&mut *conn)
+            .await?;
+        // Not ours: the connection holds nothing and may go back to the pool.
+        Ok(locked.then_some(UserSyncLock {
+            conn: Some(conn),
+            user_id,
+        }))
+    }
+
+    /// Release the lock (closing the connection if the unlock itself fails).
+    pub async fn unlock(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(sync_lock_key(self.user_id))
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                // Could not unlock: close the connection, which releases the lock.
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+impl Drop for UserSyncLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Not unlocked (cancelled or panicked): closing the connection releases it.
+            drop(conn.detach());
+        }
+    }
 }
 
 /// Counts for `calsync status` and the dashboard.

@@ -362,11 +362,18 @@ async fn due_users_are_flagged_or_never_synced_with_a_calendar(pool: PgPool) {
         vec![u.alice, u.bob]
     );
     // A user who must re-authenticate is not retried every night.
-    users::record_failure(
+    users::record_attempt_failure(
         &pool,
-        u.alice,
-        users::SyncStatus::NeedsReauth,
-        "invalid_grant",
+        &users::AttemptFailure {
+            job_id: "test-job",
+            user_id: Some(u.alice),
+            attempt: 1,
+            outcome: users::AttemptOutcome::Final {
+                status: users::SyncStatus::NeedsReauth,
+            },
+            error: "invalid_grant",
+            actor: "test",
+        },
     )
     .await
     .unwrap();
@@ -398,16 +405,28 @@ async fn manual_marking(pool: PgPool) {
         "INSERT INTO users (email, name) VALUES ('nocal@uni.edu', 'No Cal')",
     )
     .await;
-    assert_eq!(users::mark_all_for_sync(&pool).await.unwrap(), 3);
+    assert_eq!(users::mark_all_for_sync(&pool, "test").await.unwrap(), 3);
     assert_eq!(flagged(&pool).await, vec![u.alice, u.bob, u.carol]);
 }
 
 #[sqlx::test(migrations = false)]
 async fn calendar_change_lifts_calendar_missing(pool: PgPool) {
     let u = seed(&pool).await;
-    users::record_failure(&pool, u.bob, users::SyncStatus::CalendarMissing, "404")
-        .await
-        .unwrap();
+    users::record_attempt_failure(
+        &pool,
+        &users::AttemptFailure {
+            job_id: "test-job",
+            user_id: Some(u.bob),
+            attempt: 1,
+            outcome: users::AttemptOutcome::Final {
+                status: users::SyncStatus::CalendarMissing,
+            },
+            error: "404",
+            actor: "test",
+        },
+    )
+    .await
+    .unwrap();
     exec(
         &pool,
         &format!(

@@ -18,9 +18,15 @@ use sqlx::PgPool;
 #[sqlx::test(migrations = false)]
 async fn job_list_filters_pages_and_detail(pool: PgPool) {
     let u = seed(&pool).await;
-    let a = queue::enqueue_sync(&pool, u.alice, "t").await.unwrap();
-    let b = queue::enqueue_sync(&pool, u.bob, "t").await.unwrap();
-    let c = queue::enqueue_sync(&pool, u.carol, "t").await.unwrap();
+    let a = queue::enqueue_sync(&pool, u.alice, "t", "test")
+        .await
+        .unwrap();
+    let b = queue::enqueue_sync(&pool, u.bob, "t", "test")
+        .await
+        .unwrap();
+    let c = queue::enqueue_sync(&pool, u.carol, "t", "test")
+        .await
+        .unwrap();
     exec(
         &pool,
         &format!(
@@ -62,7 +68,7 @@ async fn job_list_filters_pages_and_detail(pool: PgPool) {
     let active = jobs::get(&pool, &a).await.unwrap().unwrap();
     assert_eq!(
         active.idempotency_key.as_deref(),
-        Some(queue::user_key(u.alice).as_str())
+        Some(queue::active_job_key(u.alice).as_str())
     );
     assert!(jobs::get(&pool, "01NOSUCHJOB").await.unwrap().is_none());
 }

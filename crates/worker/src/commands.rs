@@ -28,14 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::MarkAll => {
             let pool = connect(url.as_deref(), 2).await?;
             ensure_migrated(&pool).await?;
-            let n = calsync_domain::users::mark_all_for_sync(&pool).await?;
-            queue::audit(
-                &pool,
-                "cli",
-                "mark_all",
-                serde_json::json!({ "flagged": n }),
-            )
-            .await?;
+            let n = calsync_domain::users::mark_all_for_sync(&pool, "cli").await?;
             println!(
                 "flagged {n} users with a course calendar; the next nightly pass (or `calsync nightly --now`) syncs them"
             );
@@ -45,7 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(args) => {
             let pool = connect(url.as_deref(), 2).await?;
             ensure_migrated(&pool).await?;
-            let n = queue::prune_finished_jobs(&pool, args.older_than_days).await?;
+            let n = queue::prune_finished_jobs(&pool, args.older_than_days, "cli").await?;
             println!(
                 "deleted {n} finished jobs older than {} days",
                 args.older_than_days
@@ -126,7 +119,7 @@ async fn nightly(url: Option<&str>, args: NightlyArgs) -> anyhow::Result<ExitCod
 async fn sync_user(url: Option<&str>, args: SyncUserArgs) -> anyhow::Result<ExitCode> {
     let pool = connect(url, 2).await?;
     ensure_migrated(&pool).await?;
-    let job_id = queue::enqueue_sync(&pool, args.user_id, "cli").await?;
+    let job_id = queue::enqueue_sync(&pool, args.user_id, "cli", "cli").await?;
     println!("job {job_id} enqueued for user {}", args.user_id);
     if !args.wait {
         return Ok(ExitCode::SUCCESS);

@@ -207,15 +207,9 @@ async fn enqueue(
             }
         }
     };
+    // The domain validates the reason (length, control characters): InvalidInput → 400.
     let reason = body.reason.unwrap_or_else(|| "http".into());
-    if reason.len() > 200 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "reason is longer than 200 characters",
-        );
-    }
-    match queue::enqueue_sync(&st.pool, user_id, &reason).await {
+    match queue::enqueue_sync(&st.pool, user_id, &reason, "http-api").await {
         Ok(job_id) => {
             tracing::info!(user_id, job_id, reason, "sync enqueued over HTTP");
             (StatusCode::ACCEPTED, Json(Enqueued { job_id, user_id })).into_response()
@@ -230,6 +224,7 @@ async fn enqueue(
             "no_calendar",
             format!("user {id} has no google_course_calendar_id"),
         ),
+        Err(DomainError::InvalidInput(msg)) => error(StatusCode::BAD_REQUEST, "invalid_body", msg),
         Err(e) => {
             tracing::error!(user_id, error = %e, "enqueue failed");
             error(

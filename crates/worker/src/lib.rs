@@ -4,10 +4,12 @@
 //! Only this crate talks to Google ([`google`]); [`sync`] turns a user's schedule into
 //! calendar writes; [`job`] adapts it to apalis; [`runtime`] runs workers, cron and HTTP.
 
+pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod demo;
+pub mod failure;
 pub mod google;
 pub mod http;
 pub mod job;
@@ -81,11 +83,11 @@ pub fn google_config(args: &cli::GoogleArgs) -> google::GoogleConfig {
 
 /// Build the sync engine from CLI/env arguments.
 pub fn build_engine(pool: &PgPool, args: &cli::GoogleArgs) -> Result<sync::SyncEngine, SetupError> {
-    let client = google::GoogleClient::new(google_config(args))
+    let backend = google::GoogleBackend::new(google_config(args), pool.clone())
         .map_err(|e| SetupError::Google(e.to_string()))?;
     Ok(sync::SyncEngine::new(
         pool.clone(),
-        client,
+        std::sync::Arc::new(backend),
         args.school_time_zone,
     ))
 }

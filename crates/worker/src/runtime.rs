@@ -283,10 +283,12 @@ async fn run_sync_worker(
         .batch_size(args.concurrency as usize)
         .heartbeat_interval(args.heartbeat())
         .missed_heartbeats(3);
-    let backend = PostgresStorage::<serde_json::Value>::new(&pool)
-        .with_config(config)
-        .with_pubsub()
-        .poll_with_interval(Duration::from_secs(args.poll_secs.max(1)));
+    let backend = crate::job::raw_payloads(
+        PostgresStorage::<Vec<u8>>::new(&pool)
+            .with_config(config)
+            .with_pubsub()
+            .poll_with_interval(Duration::from_secs(args.poll_secs.max(1))),
+    );
     let worker = WorkerBuilder::new(name.clone())
         .backend(backend)
         .concurrency(args.concurrency as usize)
@@ -322,7 +324,7 @@ async fn nightly_tick(tick: Tick<chrono_tz::Tz>, deps: Data<CronDeps>) -> Result
     let won = run_pass(&deps.pool, scheduled_for, RunTrigger::Cron, &deps.worker).await?;
     // The replica that ran the pass also trims the job history.
     if won.is_some() && deps.retention_days > 0 {
-        match queue::prune_finished_jobs(&deps.pool, deps.retention_days).await {
+        match queue::prune_finished_jobs(&deps.pool, deps.retention_days, &deps.worker).await {
             Ok(n) => tracing::info!(
                 deleted = n,
                 retention_days = deps.retention_days,

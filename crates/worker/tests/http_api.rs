@@ -193,7 +193,7 @@ async fn health_readiness_and_metrics(pool: PgPool) {
     );
 
     let alice = user(&pool, Some("cal-a")).await;
-    calsync_domain::queue::enqueue_sync(&pool, alice, "t")
+    calsync_domain::queue::enqueue_sync(&pool, alice, "t", "test")
         .await
         .unwrap();
     let (s, body) = call(&app_ready, "GET", "/metrics", None, "").await;

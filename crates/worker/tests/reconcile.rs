@@ -2,12 +2,14 @@
 //! real google-calendar3 client: event bodies, idempotency, restores, paging, and every
 //! error class.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use calsync_domain::credentials::Secret;
 use calsync_fake_google::{FakeGoogle, FaultRule};
 use calsync_worker::{
-    google::{GoogleClient, GoogleConfig},
+    failure::Decision,
+    google::{GoogleBackend, GoogleConfig},
+    job::{self, AttemptCtx, JobDeps, Outcome},
     sync::{SyncEngine, SyncError},
 };
 use serde_json::json;
@@ -16,6 +18,8 @@ use sqlx::PgPool;
 struct World {
     fake: FakeGoogle,
     engine: SyncEngine,
+    /// What the job handler runs with (its own engine on the same backend).
+    deps: JobDeps,
     pool: PgPool,
     user: i64,
     cal: String,
@@ -23,18 +27,23 @@ struct World {
     mt_mon: i64,
 }
 
-fn client(fake: &FakeGoogle) -> GoogleClient {
-    GoogleClient::new(GoogleConfig {
-        api_base_url: fake.base_url(),
-        api_root_url: fake.root_url(),
-        token_url: fake.token_url(),
-        client_id: "test-client".into(),
-        client_secret: Secret::new("test-secret"),
-        per_user_rps: 10_000.0,
-        project_rps: 10_000.0,
-        request_timeout: Duration::from_secs(10),
-    })
-    .unwrap()
+fn backend(fake: &FakeGoogle, pool: &PgPool) -> Arc<GoogleBackend> {
+    Arc::new(
+        GoogleBackend::new(
+            GoogleConfig {
+                api_base_url: fake.base_url(),
+                api_root_url: fake.root_url(),
+                token_url: fake.token_url(),
+                client_id: "test-client".into(),
+                client_secret: Secret::new("test-secret"),
+                per_user_rps: 10_000.0,
+                project_rps: 10_000.0,
+                request_timeout: Duration::from_secs(10),
+            },
+            pool.clone(),
+        )
+        .unwrap(),
+    )
 }
 
 /// One student in one course meeting Mon and Wed 09:00-10:15 in Smith 101,
@@ -90,10 +99,17 @@ async fn world(pool: PgPool, calendar_id: &str) -> World {
         .execute(&pool)
         .await
         .unwrap();
-    let engine = SyncEngine::new(pool.clone(), client(&fake), chrono_tz::America::New_York);
+    let backend = backend(&fake, &pool);
+    let tz = chrono_tz::America::New_York;
+    let engine = SyncEngine::new(pool.clone(), backend.clone(), tz);
+    let deps = JobDeps {
+        pool: pool.clone(),
+        engine: SyncEngine::new(pool.clone(), backend, tz),
+    };
     World {
         fake,
         engine,
+        deps,
         pool,
         user,
         cal: calendar_id.to_string(),
@@ -125,6 +141,31 @@ async fn user_row(
     .fetch_one(pool)
     .await
     .unwrap()
+}
+
+/// Run one attempt of the user's job the way the worker's handler does; returns the
+/// failure policy's decision and the error.
+async fn attempt(w: &World, attempt: usize, max_attempts: usize) -> (Decision, String) {
+    let payload = format!(r#"{{"user_id": {}, "reason": "test"}}"#, w.user);
+    attempt_with(w, payload.as_bytes(), attempt, max_attempts).await
+}
+
+async fn attempt_with(
+    w: &World,
+    payload: &[u8],
+    attempt: usize,
+    max_attempts: usize,
+) -> (Decision, String) {
+    let ctx = AttemptCtx {
+        job_id: "01JOBJOBJOBJOBJOBJOBJOBJOB",
+        attempt,
+        max_attempts,
+        worker: "test-worker",
+    };
+    match job::run_attempt(&w.deps, ctx, payload).await {
+        Outcome::Failed { decision, error } => (decision, error.to_string()),
+        Outcome::Done(report) => panic!("expected a failure, got {report}"),
+    }
 }
 
 #[sqlx::test(migrations = false)]
@@ -365,6 +406,12 @@ async fn a_revoked_refresh_token_marks_the_user_for_reauthentication(pool: PgPoo
         !err.to_string().contains("rt-1"),
         "no secret in errors: {err}"
     );
+    // The job kills itself and marks the user (the engine only reports).
+    let (decision, _) = attempt(&w, 1, 8).await;
+    assert_eq!(
+        decision,
+        Decision::NeedsUser(calsync_domain::users::SyncStatus::NeedsReauth)
+    );
     let (flag, _, status, last) = user_row(&w.pool, w.user).await;
     assert_eq!(status, "needs_reauth");
     assert!(flag || last.is_some());
@@ -391,6 +438,14 @@ async fn a_deleted_calendar_marks_the_user_calendar_missing(pool: PgPool) {
     let err = w.engine.sync_user(w.user).await.unwrap_err();
     assert_eq!(err.kind(), "calendar_missing");
     assert!(err.is_permanent());
+    // The 404 came from events.list: no calendars.get is needed to find out.
+    assert_eq!(w.fake.count_calls("calendars.get"), 0);
+    assert_eq!(w.fake.count_calls("events.list"), 1);
+    let (decision, _) = attempt(&w, 1, 8).await;
+    assert_eq!(
+        decision,
+        Decision::NeedsUser(calsync_domain::users::SyncStatus::CalendarMissing)
+    );
     assert_eq!(user_row(&w.pool, w.user).await.2, "calendar_missing");
 }
 
@@ -410,7 +465,7 @@ async fn transient_google_errors_are_retryable(pool: PgPool) {
             .add_fault(rule.clone().method("events.list").times(1));
         let err = w.engine.sync_user(w.user).await.unwrap_err();
         assert!(!err.is_permanent(), "{rule:?} must be retryable: {err}");
-        assert!(matches!(err, SyncError::Google { .. }));
+        assert!(matches!(err, SyncError::Backend { .. }));
         // The flag stays, so the retry (or the next night) syncs the user.
         assert!(user_row(&w.pool, w.user).await.0 || user_row(&w.pool, w.user).await.1.is_none());
     }
@@ -599,4 +654,214 @@ async fn an_event_gone_between_list_and_update_is_created_again(pool: PgPool) {
             .iter()
             .all(|e| e["summary"] == "Databases II")
     );
+}
+
+// ------------------------------------------------------------------ provider seam
+
+#[sqlx::test(migrations = false)]
+async fn an_unchanged_user_costs_one_list_call_and_no_calendar_check(pool: PgPool) {
+    let w = world(pool, "c_cheap@group.calendar.google.com").await;
+    w.engine.sync_user(w.user).await.unwrap();
+    w.fake.reset_calls();
+    let report = w.engine.sync_user(w.user).await.unwrap();
+    assert_eq!(report.unchanged, 2);
+    let methods: Vec<String> = w.fake.calls().into_iter().map(|c| c.method).collect();
+    assert_eq!(methods, vec!["events.list".to_string()]);
+    assert_eq!(report.api_calls, 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn users_whose_ids_agree_in_the_low_32_bits_sync_concurrently(pool: PgPool) {
+    let w = world(pool, "c_lowbits@group.calendar.google.com").await;
+    // A second student whose id differs from the first only above bit 32.
+    let twin = w.user + (1i64 << 32);
+    let twin_cal = "c_lowbits_twin@group.calendar.google.com";
+    w.fake.create_calendar_with_id(twin_cal, "Courses");
+    sqlx::query(
+        "INSERT INTO users (id, email, name, google_course_calendar_id) VALUES ($1, 't@uni.edu', 'T', $2)",
+    )
+    .bind(twin)
+    .bind(twin_cal)
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO google_credentials (user_id, refresh_token) VALUES ($1, 'rt-1')")
+        .bind(twin)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO enrollments (user_id, course_id) VALUES ($1, $2)")
+        .bind(twin)
+        .bind(w.course)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    // Both syncs hold their lock while their inserts are slow.
+    w.fake
+        .add_fault(FaultRule::latency(Duration::from_millis(100)).method("events.insert"));
+    let (a, b) = tokio::join!(w.engine.sync_user(w.user), w.engine.sync_user(twin));
+    assert!(a.is_ok(), "{a:?}");
+    assert!(
+        b.is_ok(),
+        "two different users never block each other: {b:?}"
+    );
+    assert_eq!(w.fake.live_events(&w.cal).len(), 2);
+    assert_eq!(w.fake.live_events(twin_cal).len(), 2);
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_google_backend_creates_and_deletes_calendars(pool: PgPool) {
+    use calsync_worker::backend::{Account, CalendarBackend, Deleted, NewCalendar};
+    let w = world(pool, "c_owner@group.calendar.google.com").await;
+    let backend = backend(&w.fake, &w.pool);
+    let account = Account {
+        user_id: w.user,
+        email: "s@uni.edu".into(),
+    };
+    let mut s = backend.session(&account).await.unwrap();
+    let created = s
+        .create_calendar(&NewCalendar {
+            summary: "Courses 2026".into(),
+            description: Some("Managed by calsync".into()),
+            time_zone: Some("America/New_York".into()),
+        })
+        .await
+        .unwrap();
+    assert!(w.fake.calendar_exists(&created.id), "{created:?}");
+    assert_eq!(created.summary, "Courses 2026");
+    let got = s.get_calendar(&created.id).await.unwrap();
+    assert_eq!(got.id, created.id);
+    assert_eq!(s.delete_calendar(&created.id).await.unwrap(), Deleted::Now);
+    assert!(!w.fake.calendar_exists(&created.id));
+    assert_eq!(
+        s.delete_calendar(&created.id).await.unwrap(),
+        Deleted::AlreadyGone
+    );
+    let missing = s.get_calendar(&created.id).await.unwrap_err();
+    assert_eq!(missing.kind, "calendar_missing");
+    assert_eq!(s.calls(), 5);
+}
+
+#[sqlx::test(migrations = false)]
+#[ignore = "follow-up: needs the fake's acl.insert endpoint (issue 10, point 6)"]
+async fn the_google_backend_shares_a_calendar_with_the_student(pool: PgPool) {
+    use calsync_worker::backend::{AccessRole, Account, CalendarBackend, Share};
+    let w = world(pool, "c_share@group.calendar.google.com").await;
+    let backend = backend(&w.fake, &w.pool);
+    let mut s = backend
+        .session(&Account {
+            user_id: w.user,
+            email: "s@uni.edu".into(),
+        })
+        .await
+        .unwrap();
+    s.share_calendar(
+        &w.cal,
+        &Share {
+            email: "s@uni.edu".into(),
+            role: AccessRole::Reader,
+            notify: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(w.fake.count_calls("acl.insert"), 1);
+}
+
+// ------------------------------------------------------------------ failure policy
+
+async fn audit_actions(pool: &PgPool) -> Vec<(String, serde_json::Value)> {
+    sqlx::query_as("SELECT action, detail FROM calsync.audit_log ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_retryable_failure_is_retried_then_fails_the_user_on_the_last_attempt(pool: PgPool) {
+    let w = world(pool, "c_policy@group.calendar.google.com").await;
+    w.fake
+        .add_fault(FaultRule::error(503, "backendError").method("events.list"));
+    let (decision, error) = attempt(&w, 1, 3).await;
+    assert_eq!(decision, Decision::Retry { after: None });
+    assert!(error.contains("503"), "{error}");
+    let (_, _, status, last) = user_row(&w.pool, w.user).await;
+    assert_eq!(status, "ok", "a retry leaves the status alone");
+    assert!(last.is_some_and(|e| e.contains("503")));
+    assert!(
+        audit_actions(&w.pool).await.is_empty(),
+        "retries are not audited"
+    );
+
+    let (decision, _) = attempt(&w, 3, 3).await;
+    assert_eq!(decision, Decision::OutOfAttempts);
+    assert_eq!(user_row(&w.pool, w.user).await.2, "failing");
+    let audits = audit_actions(&w.pool).await;
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].0, "sync_failed");
+    assert_eq!(audits[0].1["status"], "failing");
+    assert_eq!(audits[0].1["user_id"], w.user);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_daily_quota_error_leaves_a_retry_hint_for_the_queue(pool: PgPool) {
+    let w = world(pool, "c_hint@group.calendar.google.com").await;
+    w.fake.add_fault(
+        FaultRule::error(403, "quotaExceeded")
+            .method("events.list")
+            .times(1),
+    );
+    let (decision, _) = attempt(&w, 1, 8).await;
+    assert_eq!(
+        decision,
+        Decision::Retry {
+            after: Some(Duration::from_secs(3600))
+        }
+    );
+    let wait: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM not_before - now())::float8 FROM calsync.retry_hints WHERE job_id = $1",
+    )
+    .bind("01JOBJOBJOBJOBJOBJOBJOBJOB")
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert!(wait > 3500.0, "{wait}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_rejected_request_kills_the_job_and_marks_the_user_failing(pool: PgPool) {
+    let w = world(pool, "c_kill@group.calendar.google.com").await;
+    w.fake.add_fault(
+        FaultRule::error(400, "invalid")
+            .message("Invalid recurrence rule.")
+            .method("events.insert"),
+    );
+    let (decision, error) = attempt(&w, 1, 8).await;
+    assert_eq!(decision, Decision::Kill);
+    assert!(error.contains("Invalid recurrence rule"), "{error}");
+    assert_eq!(user_row(&w.pool, w.user).await.2, "failing");
+}
+
+#[sqlx::test(migrations = false)]
+async fn payloads_serde_cannot_read_fail_their_job_with_a_clear_error(pool: PgPool) {
+    let w = world(pool, "c_poison@group.calendar.google.com").await;
+    let deep = format!(
+        r#"{{"user_id": 1, "x": {}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    for (payload, needle) in [
+        (r#"{"user_id": 1e400}"#.to_string(), "out of range"),
+        (deep, "recursion limit"),
+        (r#"{"user_id": 1, "reason": 7}"#.to_string(), "invalid type"),
+        ("\u{0}\u{1}not json".to_string(), "expected value"),
+    ] {
+        let (decision, error) = attempt_with(&w, payload.as_bytes(), 1, 8).await;
+        assert_eq!(decision, Decision::Kill, "{payload}");
+        assert!(error.contains("malformed SyncUserJob payload"), "{error}");
+        assert!(error.contains(needle), "{error}");
+    }
+    // Nobody's status changed; each kill is audited.
+    assert_eq!(user_row(&w.pool, w.user).await.2, "ok");
+    assert_eq!(audit_actions(&w.pool).await.len(), 4);
 }

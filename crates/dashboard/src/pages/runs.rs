@@ -114,15 +114,6 @@ pub async fn run_now(State(st): State<SharedState>, act: Action) -> PageResult {
     else {
         return Ok(act.back_to("/runs", "A run for this instant already exists"));
     };
-    // Not in the pass' transaction: the domain's operator actions will take the audit
-    // row into their own transaction (the queue owner's change); until then, here.
-    let _ = queue::audit(
-        &st.pool,
-        act.actor(),
-        "run_now",
-        serde_json::json!({"run_id": run.id, "enqueued": run.enqueued}),
-    )
-    .await;
     tracing::info!(
         run_id = run.id,
         enqueued = run.enqueued,

@@ -144,17 +144,8 @@ pub async fn sync_now(
     act: Action,
 ) -> PageResult {
     let here = format!("/users/{id}");
-    match queue::enqueue_sync(&st.pool, id, "dashboard").await {
+    match queue::enqueue_sync(&st.pool, id, "dashboard", act.actor()).await {
         Ok(job) => {
-            // Not in the enqueue's transaction: the domain's operator actions will take
-            // the audit row into their own transaction (the queue owner's change).
-            let _ = queue::audit(
-                &st.pool,
-                act.actor(),
-                "sync_user",
-                serde_json::json!({"user_id": id, "job_id": job}),
-            )
-            .await;
             tracing::info!(user_id = id, job_id = %job, "dashboard: sync enqueued");
             Ok(act.back_to(&here, &format!("Sync of user {id} queued as job {job}")))
         }

@@ -148,7 +148,7 @@ pub async fn user(pool: &PgPool, email: &str, cal: Option<&str>) -> i64 {
 }
 
 pub async fn failed_job(pool: &PgPool, user_id: i64, err: &str) -> String {
-    let id = calsync_domain::queue::enqueue_sync(pool, user_id, "test")
+    let id = calsync_domain::queue::enqueue_sync(pool, user_id, "test", "test")
         .await
         .unwrap();
     sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts, last_result = jsonb_build_object('Err', $2::text) WHERE id = $1")
