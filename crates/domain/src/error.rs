@@ -21,6 +21,9 @@ pub enum DomainError {
     /// A value read from the database is not what the schema promises.
     #[error("invalid data: {0}")]
     InvalidData(String),
+    /// Input that the contract refuses (e.g. a NUL character in a text field).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
 }
 
 impl DomainError {

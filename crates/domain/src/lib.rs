@@ -6,6 +6,7 @@
 //! * [`events`]: the pure mapping from a schedule to the Google Calendar events it must show.
 //! * [`credentials`]: per-user Google OAuth credentials.
 //! * [`queue`]: enqueueing `SyncUserJob`s, the nightly fan-out, retry/discard of jobs.
+//! * [`workers`]: worker liveness (each worker's own heartbeat interval).
 
 pub mod credentials;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod events;
 pub mod queue;
 pub mod schedule;
 pub mod users;
+pub mod workers;
 
 pub use error::DomainError;
 
@@ -32,5 +34,35 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DomainError> {
         .run(pool)
         .await
         .map_err(|e| DomainError::Migrate(format!("calsync migrations failed: {e}")))?;
+    Ok(())
+}
+
+/// Whether the database holds everything this build needs: apalis' queue schema and
+/// every calsync migration of this release. `false` means "run `calsync migrate`".
+pub async fn is_migrated(pool: &PgPool) -> Result<bool, DomainError> {
+    let table = MIGRATOR.table_name.as_ref();
+    let (apalis, ours): (bool, bool) = sqlx::query_as(
+        "SELECT to_regclass('apalis.jobs') IS NOT NULL, to_regclass($1) IS NOT NULL",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await?;
+    if !apalis || !ours {
+        return Ok(false);
+    }
+    let applied: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM {table} WHERE success"
+    )))
+    .fetch_all(pool)
+    .await?;
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .all(|m| applied.contains(&m.version)))
+}
+
+/// A round trip to the database (readiness probes).
+pub async fn ping(db: impl sqlx::PgExecutor<'_>) -> Result<(), DomainError> {
+    sqlx::query("SELECT 1").execute(db).await?;
     Ok(())
 }
