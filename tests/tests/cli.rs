@@ -177,6 +177,17 @@ async fn bad_configuration_fails_fast_with_a_clear_message() {
     assert!(out.contains("CALSYNC_DASHBOARD_ADMIN_TOKEN"), "{out}");
 }
 
+/// `url` with its user (and password) replaced by `user`.
+fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let host = match rest[..host_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    format!("{scheme}://{user}@{host}")
+}
+
 #[tokio::test]
 async fn a_refused_connection_fails_fast_with_its_cause_said_once_and_no_password() {
     let url = "postgres://calsync:hunter2@127.0.0.1:1/calsync";
@@ -211,6 +222,15 @@ async fn a_refused_connection_fails_fast_with_its_cause_said_once_and_no_passwor
         out.contains("database \"calsync_no_such_db\" does not exist"),
         "{out}"
     );
+
+    // So is a user the server does not accept.
+    let stranger = with_user(&base_url(), "calsync_no_such_role");
+    let started = Instant::now();
+    let (ok, out) = calsync_env(Some(&stranger), &["status"], &[]);
+    assert!(!ok);
+    assert!(started.elapsed() < Duration::from_secs(5), "{out}");
+    assert!(out.contains("authentication failed"), "{out}");
+    assert!(out.contains("calsync_no_such_role"), "{out}");
 }
 
 #[tokio::test]
