@@ -296,6 +296,8 @@ pub struct PrivateCluster {
     dir: PathBuf,
     pg_ctl: PathBuf,
     run_as: Option<String>,
+    /// Extra server settings (`-c name=value`).
+    settings: String,
     /// Port it listens on.
     pub port: u16,
 }
@@ -337,6 +339,11 @@ impl PrivateCluster {
     /// Create and start a cluster. Panics with install instructions when PostgreSQL's
     /// server binaries are missing.
     pub fn start() -> PrivateCluster {
+        PrivateCluster::start_with(&[])
+    }
+
+    /// [`PrivateCluster::start`] with server settings, e.g. `[("max_connections", "8")]`.
+    pub fn start_with(settings: &[(&str, &str)]) -> PrivateCluster {
         let initdb = find_pg_bin("initdb")
             .expect("initdb not found: install PostgreSQL (apt-get install postgresql)");
         let pg_ctl = find_pg_bin("pg_ctl")
@@ -364,6 +371,10 @@ impl PrivateCluster {
             dir,
             pg_ctl,
             run_as,
+            settings: settings
+                .iter()
+                .map(|(k, v)| format!(" -c {k}={v}"))
+                .collect(),
             port: free_port(),
         };
         let data = cluster.dir.join("data");
@@ -416,9 +427,10 @@ impl PrivateCluster {
             .args(["-w", "-t", "60", "-m", "fast"])
             .arg("-o")
             .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100{}",
                 self.port,
-                self.dir.display()
+                self.dir.display(),
+                self.settings
             ))
             .arg(action)
             .stdout(Stdio::null())

@@ -1,27 +1,58 @@
 //! End-to-end: the `calsync` CLI — migrate, sync-user --wait, nightly --now, mark-all,
-//! status — and clear errors for bad configuration.
+//! status — clear errors for bad configuration, said once, with their root cause, and
+//! output fit for pipes.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use calsync_e2e::harness::*;
 use calsync_fake_google::FakeGoogle;
 
 fn calsync(db_url: Option<&str>, args: &[&str]) -> (bool, String) {
+    calsync_env(db_url, args, &[("NO_COLOR", "1")])
+}
+
+/// Run `calsync` with its output piped (not a terminal) and `env` set; give up (and
+/// fail) after 60 s.
+fn calsync_env(db_url: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out_file = std::env::temp_dir().join(format!("calsync-cli-{:016x}.out", random_u64()));
+    let file = std::fs::File::create(&out_file).expect("output file");
     let mut cmd = Command::new(calsync_bin());
     cmd.args(args)
         .env_remove("DATABASE_URL")
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
         .env("CALSYNC_LOG_FORMAT", "pretty")
-        .env("NO_COLOR", "1");
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("output file"))
+        .stderr(file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     if let Some(url) = db_url {
         cmd.env("DATABASE_URL", url);
     }
-    let out = cmd.output().expect("run calsync");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut child = cmd.spawn().expect("run calsync");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for calsync") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "calsync {args:?} still running after 60 s: {}",
+                std::fs::read_to_string(&out_file).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_file);
+    (status.success(), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,4 +175,130 @@ async fn bad_configuration_fails_fast_with_a_clear_message() {
         "the dashboard must not start without credentials: {out}"
     );
     assert!(out.contains("CALSYNC_DASHBOARD_ADMIN_TOKEN"), "{out}");
+}
+
+/// `url` with its user (and password) replaced by `user`.
+fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let host = match rest[..host_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    format!("{scheme}://{user}@{host}")
+}
+
+#[tokio::test]
+async fn a_refused_connection_fails_fast_with_its_cause_said_once_and_no_password() {
+    let url = "postgres://calsync:hunter2@127.0.0.1:1/calsync";
+    let started = Instant::now();
+    let (ok, out) = calsync_env(Some(url), &["status"], &[]);
+    let took = started.elapsed();
+    assert!(!ok, "{out}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {out}");
+    assert!(out.contains("connection refused"), "{out}");
+    assert!(
+        out.contains("postgres://calsync@127.0.0.1:1/calsync"),
+        "names the URL: {out}"
+    );
+    assert!(!out.contains("hunter2"), "never the password: {out}");
+    assert_eq!(
+        out.matches("could not connect to the database").count(),
+        1,
+        "the error is printed once: {out}"
+    );
+    assert!(
+        !out.contains('\u{1b}'),
+        "no escape codes in piped output: {out:?}"
+    );
+
+    // A database that does not exist is named, at once.
+    let missing = with_database(&base_url(), "calsync_no_such_db");
+    let started = Instant::now();
+    let (ok, out) = calsync_env(Some(&missing), &["status"], &[]);
+    assert!(!ok);
+    assert!(started.elapsed() < Duration::from_secs(5), "{out}");
+    assert!(
+        out.contains("database \"calsync_no_such_db\" does not exist"),
+        "{out}"
+    );
+
+    // So is a user the server does not accept.
+    let stranger = with_user(&base_url(), "calsync_no_such_role");
+    let started = Instant::now();
+    let (ok, out) = calsync_env(Some(&stranger), &["status"], &[]);
+    assert!(!ok);
+    assert!(started.elapsed() < Duration::from_secs(5), "{out}");
+    assert!(out.contains("authentication failed"), "{out}");
+    assert!(out.contains("calsync_no_such_role"), "{out}");
+}
+
+#[tokio::test]
+async fn a_command_error_is_printed_once() {
+    let (url, _pool, _db) = fresh_database(&base_url()).await;
+    let (ok, out) = calsync_env(Some(&url), &["sync-user", "999999"], &[]);
+    assert!(!ok);
+    assert_eq!(out.matches("unknown user 999999").count(), 1, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_worker_logs_carry_no_escape_codes() {
+    let fake = FakeGoogle::start().await.unwrap();
+    let (url, _pool, _db) = fresh_database(&base_url()).await;
+    // The harness pipes the worker's output to a file and does not set NO_COLOR.
+    let mut w = WorkerProcess::spawn(&url, &fake, "nocolor", &["--no-cron"]);
+    wait_until("the worker logged", Duration::from_secs(30), || async {
+        w.log_text().contains("calsync worker started")
+    })
+    .await;
+    let log = w.log_text();
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+    assert!(w.terminate(Duration::from_secs(20)).success());
+}
+
+#[tokio::test]
+async fn an_empty_or_short_api_token_is_refused_at_startup() {
+    let (url, _pool, _db) = fresh_database(&base_url()).await;
+    for token in ["", "short"] {
+        let (ok, out) = calsync_env(
+            Some(&url),
+            &["worker", "--no-cron", "--http-listen", "127.0.0.1:0"],
+            &[("CALSYNC_API_TOKEN", token)],
+        );
+        assert!(!ok, "{token:?}: {out}");
+        assert!(
+            out.contains("CALSYNC_API_TOKEN must be at least 12 characters"),
+            "{token:?}: {out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn status_explains_flagged_users_that_are_not_due() {
+    let (url, pool, _db) = fresh_database(&base_url()).await;
+    sqlx::query(
+        "INSERT INTO users (email, name, google_course_calendar_id, calendar_needs_sync, calendar_sync_status) VALUES \
+         ('r@x', 'R', 'c-r', true, 'needs_reauth'), ('g@x', 'G', 'c-g', true, 'calendar_missing'), \
+         ('f@x', 'F', 'c-f', true, 'failing'), ('n@x', 'N', NULL, true, 'ok')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (ok, out) = calsync(Some(&url), &["status"]);
+    assert!(ok, "{out}");
+    for needle in [
+        "1 need to sign in to Google again",
+        "/users?status=needs_reauth",
+        "1 deleted their course calendar",
+        "/users?status=calendar_missing",
+        "1 have no google_course_calendar_id",
+        "1 failed on every retry",
+    ] {
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
+    let (ok, out) = calsync(Some(&url), &["status", "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(v["flagged_not_due"]["needs_reauth"], 1);
 }

@@ -12,6 +12,7 @@
 //! * [`jobs`], [`user_list`], [`audit`]: the operators' read side (job list and detail,
 //!   user list, audit log) the dashboard renders.
 //! * [`dashboard_sessions`]: revocable server-side dashboard sessions.
+//! * [`workers`]: worker liveness (each worker's own heartbeat interval).
 
 pub mod academic;
 pub mod audit;
@@ -25,6 +26,7 @@ pub mod schedule;
 pub mod tracking;
 pub mod user_list;
 pub mod users;
+pub mod workers;
 
 pub use error::DomainError;
 
@@ -44,5 +46,35 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DomainError> {
         .run(pool)
         .await
         .map_err(|e| DomainError::Migrate(format!("calsync migrations failed: {e}")))?;
+    Ok(())
+}
+
+/// Whether the database holds everything this build needs: apalis' queue schema and
+/// every calsync migration of this release. `false` means "run `calsync migrate`".
+pub async fn is_migrated(pool: &PgPool) -> Result<bool, DomainError> {
+    let table = MIGRATOR.table_name.as_ref();
+    let (apalis, ours): (bool, bool) = sqlx::query_as(
+        "SELECT to_regclass('apalis.jobs') IS NOT NULL, to_regclass($1) IS NOT NULL",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await?;
+    if !apalis || !ours {
+        return Ok(false);
+    }
+    let applied: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM {table} WHERE success"
+    )))
+    .fetch_all(pool)
+    .await?;
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .all(|m| applied.contains(&m.version)))
+}
+
+/// A round trip to the database (readiness probes).
+pub async fn ping(db: impl sqlx::PgExecutor<'_>) -> Result<(), DomainError> {
+    sqlx::query("SELECT 1").execute(db).await?;
     Ok(())
 }

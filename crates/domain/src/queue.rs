@@ -620,3 +620,43 @@ pub async fn prune_finished_jobs(
     }
     Ok(total)
 }
+
+/// One job as the HTTP API and `calsync sync-user --wait` report it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobStatus {
+    pub id: String,
+    pub queue: String,
+    /// [`JobState`] name (`pending`, `running`, `retrying`, `failed`, `killed`, `done`).
+    pub state: String,
+    /// apalis' raw status.
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub done_at: Option<DateTime<Utc>>,
+    pub last_result: Option<serde_json::Value>,
+    pub payload: Option<serde_json::Value>,
+}
+
+impl JobStatus {
+    /// The state, parsed.
+    pub fn job_state(&self) -> Option<JobState> {
+        JobState::parse(&self.state)
+    }
+}
+
+/// Load one job's status; `None` for an unknown id.
+pub async fn job_status(
+    db: impl PgExecutor<'_>,
+    job_id: &str,
+) -> Result<Option<JobStatus>, DomainError> {
+    Ok(sqlx::query_as::<_, JobStatus>(AssertSqlSafe(format!(
+        "SELECT j.id, j.job_type AS queue, {} AS state, j.status, j.attempts, j.max_attempts, j.run_at, \
+                j.done_at, j.last_result, calsync.job_payload(j.job) AS payload \
+         FROM apalis.jobs j WHERE j.id = $1",
+        JobState::SQL_EXPR
+    )))
+    .bind(job_id)
+    .fetch_optional(db)
+    .await?)
+}

@@ -345,3 +345,31 @@ pub async fn counts(db: impl PgExecutor<'_>) -> Result<UserCounts, DomainError> 
     .fetch_one(db)
     .await?)
 }
+
+/// Flagged users the nightly pass will not sync, by reason (`calsync status` explains
+/// them), and flagged users whose last sync failed after all retries.
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub struct FlaggedNotDue {
+    /// Flagged, but without a `google_course_calendar_id`: nothing to sync to.
+    pub no_calendar: i64,
+    /// Flagged, but the student must sign in to Google again.
+    pub needs_reauth: i64,
+    /// Flagged, but the course calendar was deleted in Google.
+    pub calendar_missing: i64,
+    /// Flagged and due, but the last sync failed after all retries (retried each pass).
+    pub failing: i64,
+}
+
+/// Count flagged users that are not due (or keep failing), by reason.
+pub async fn flagged_not_due(db: impl PgExecutor<'_>) -> Result<FlaggedNotDue, DomainError> {
+    Ok(sqlx::query_as::<_, FlaggedNotDue>(
+        "SELECT \
+           count(*) FILTER (WHERE google_course_calendar_id IS NULL OR google_course_calendar_id = '') AS no_calendar, \
+           count(*) FILTER (WHERE google_course_calendar_id <> '' AND calendar_sync_status = 'needs_reauth') AS needs_reauth, \
+           count(*) FILTER (WHERE google_course_calendar_id <> '' AND calendar_sync_status = 'calendar_missing') AS calendar_missing, \
+           count(*) FILTER (WHERE google_course_calendar_id <> '' AND calendar_sync_status = 'failing') AS failing \
+         FROM users WHERE calendar_needs_sync",
+    )
+    .fetch_one(db)
+    .await?)
+}

@@ -24,7 +24,10 @@ use chrono::Utc;
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgPool, postgres::PgPoolOptions};
 
-use crate::cli::BenchArgs;
+use crate::{
+    cli::BenchArgs,
+    config::{DatabaseUrl, GoogleSettings, SyncSettings},
+};
 
 /// One measured comparison.
 #[derive(Debug, Serialize)]
@@ -55,19 +58,19 @@ impl Row {
 }
 
 /// Run the benchmarks on a scratch database next to `url`'s.
-pub async fn run(url: Option<&str>, args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let url = url
-        .filter(|u| !u.is_empty())
-        .ok_or(crate::SetupError::NoDatabaseUrl)?;
-    let admin = PgPoolOptions::new().max_connections(1).connect(url).await?;
+pub async fn run(url: DatabaseUrl, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(url.options().clone())
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
     let db = format!("calsync_bench_{:08x}", rand::random::<u32>());
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {db}")))
         .execute(&admin)
         .await?;
-    let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(40)
-        .connect_with(opts.database(&db))
+        .connect_with(url.options().clone().database(&db))
         .await?;
     let res = run_all(&pool, &args).await;
     pool.close().await;
@@ -399,8 +402,8 @@ async fn sync_throughput(pool: &PgPool, users: i64) -> anyhow::Result<Vec<Row>> 
         fake.create_calendar_with_id(cal, "bench");
         fake.add_refresh_token(&format!("bench-rt-{id}"));
     }
-    let google = crate::google::GoogleBackend::new(
-        crate::google::GoogleConfig {
+    let settings = SyncSettings {
+        google: GoogleSettings {
             api_base_url: fake.base_url(),
             api_root_url: fake.root_url(),
             token_url: fake.token_url(),
@@ -410,14 +413,9 @@ async fn sync_throughput(pool: &PgPool, users: i64) -> anyhow::Result<Vec<Row>> 
             project_rps: 100_000.0,
             request_timeout: Duration::from_secs(30),
         },
-        pool.clone(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = Arc::new(crate::sync::SyncEngine::new(
-        pool.clone(),
-        Arc::new(google),
-        chrono_tz::America::New_York,
-    ));
+        school_time_zone: chrono_tz::America::New_York,
+    };
+    let engine = Arc::new(crate::build_engine(pool, &settings)?);
     let user_ids: Vec<i64> = ids.iter().map(|(id, _)| *id).collect();
 
     let mut results = Vec::new();

@@ -1,8 +1,20 @@
-//! Command-line interface and configuration (flags with environment fallbacks).
+//! The command line: flags with environment fallbacks (the public contract, see the
+//! README's configuration table), and their thin translation into the typed
+//! configuration of [`crate::config`]. Nothing below this layer sees clap.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::net::SocketAddr;
+#[cfg(feature = "dev-tools")]
+use std::path::PathBuf;
+use std::time::Duration;
 
+use calsync_domain::credentials::Secret;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{
+    self, ApiToken, CATCH_UP_WINDOW, ConfigError, CronConfig, DashboardSettings, DatabaseConfig,
+    DatabaseUrl, GoogleSettings, LogFormat, LoggingConfig, NightlySchedule, SyncSettings,
+    WorkerConfig, positive_rate,
+};
 
 /// calsync: keeps students' course schedules in Google Calendar.
 #[derive(Debug, Parser)]
@@ -13,8 +25,8 @@ pub struct Cli {
     pub database_url: Option<String>,
 
     /// Log format.
-    #[arg(long, env = "CALSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
-    pub log_format: LogFormat,
+    #[arg(long, env = "CALSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Pretty, global = true)]
+    pub log_format: LogFormatArg,
 
     #[command(subcommand)]
     pub command: Command,
@@ -22,7 +34,7 @@ pub struct Cli {
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub enum LogFormatArg {
     /// Human-readable lines.
     Pretty,
     /// One JSON object per line (for log shippers).
@@ -50,10 +62,13 @@ pub enum Command {
     Dashboard(DashboardArgs),
     /// One-command demo: Postgres, a seeded university, the fake Google API, a nightly
     /// sync, and the dashboard.
+    #[cfg(feature = "dev-tools")]
     Demo(DemoArgs),
     /// Benchmarks that print ratios against baselines measured in the same run.
+    #[cfg(feature = "dev-tools")]
     Bench(BenchArgs),
     /// Serve the fake Google Calendar API (for local experiments).
+    #[cfg(feature = "dev-tools")]
     FakeGoogle(FakeGoogleArgs),
 }
 
@@ -158,20 +173,14 @@ pub struct WorkerArgs {
     /// Also serve the dashboard from this process on this address.
     #[arg(long, env = "CALSYNC_WORKER_DASHBOARD_LISTEN")]
     pub dashboard_listen: Option<SocketAddr>,
-    /// Max database connections of this process.
-    #[arg(long, env = "CALSYNC_DB_MAX_CONNECTIONS", default_value_t = 20)]
-    pub db_max_connections: u32,
+    /// Database connections of this process (default: concurrency + 6; never fewer
+    /// than concurrency + 3, as each running sync holds one).
+    #[arg(long, env = "CALSYNC_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
     #[command(flatten)]
     pub google: GoogleArgs,
     #[command(flatten)]
     pub dashboard: DashboardAuthArgs,
-}
-
-impl WorkerArgs {
-    /// Heartbeat interval.
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_secs(self.heartbeat_secs.max(1))
-    }
 }
 
 /// `calsync nightly`.
@@ -243,11 +252,15 @@ pub struct DashboardArgs {
         default_value = "127.0.0.1:8081"
     )]
     pub listen: SocketAddr,
+    /// Database connections of this process (default 5).
+    #[arg(long, env = "CALSYNC_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
     #[command(flatten)]
     pub auth: DashboardAuthArgs,
 }
 
 /// `calsync demo`.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Students to seed.
@@ -265,6 +278,7 @@ pub struct DemoArgs {
 }
 
 /// `calsync bench`.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scale factor (1.0 = the documented sizes).
@@ -276,9 +290,175 @@ pub struct BenchArgs {
 }
 
 /// `calsync fake-google`.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Clone, Args)]
 pub struct FakeGoogleArgs {
     /// Listen address.
     #[arg(long, default_value = "127.0.0.1:8085")]
     pub listen: SocketAddr,
+}
+
+// ------------------------------------------------------------------ translation
+
+impl Cli {
+    /// The logging of this invocation: long-running commands log at info, one-shot
+    /// commands, the demo and the benchmarks only warnings and errors (their output is
+    /// their own lines).
+    pub fn logging(&self) -> LoggingConfig {
+        let filter = match self.command {
+            Command::Worker(_) | Command::Dashboard(_) => crate::telemetry::DEFAULT_FILTER,
+            #[cfg(feature = "dev-tools")]
+            Command::FakeGoogle(_) => crate::telemetry::DEFAULT_FILTER,
+            _ => crate::telemetry::QUIET_FILTER,
+        };
+        let format = match self.log_format {
+            LogFormatArg::Pretty => LogFormat::Pretty,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+        LoggingConfig::new(format, filter)
+    }
+
+    /// `DATABASE_URL`, validated.
+    pub fn database_url(&self) -> Result<DatabaseUrl, ConfigError> {
+        DatabaseUrl::parse(self.database_url.as_deref())
+    }
+}
+
+impl GoogleArgs {
+    /// The sync engine's settings.
+    pub fn into_settings(self) -> Result<SyncSettings, ConfigError> {
+        Ok(SyncSettings {
+            google: GoogleSettings {
+                api_base_url: self.google_api_base_url,
+                api_root_url: self.google_api_root_url,
+                token_url: self.google_token_url,
+                client_id: self.google_client_id,
+                client_secret: Secret::new(self.google_client_secret),
+                per_user_rps: positive_rate(
+                    "CALSYNC_GOOGLE_PER_USER_RPS",
+                    self.google_per_user_rps,
+                )?,
+                project_rps: positive_rate("CALSYNC_GOOGLE_PROJECT_RPS", self.google_project_rps)?,
+                request_timeout: Duration::from_secs(self.google_timeout_secs.max(1)),
+            },
+            school_time_zone: self.school_time_zone,
+        })
+    }
+}
+
+impl DashboardAuthArgs {
+    /// The dashboard's own configuration (it validates the tokens itself).
+    pub fn into_config(self) -> calsync_dashboard::DashboardConfig {
+        let set = |o: Option<String>| o.filter(|t| !t.is_empty());
+        calsync_dashboard::DashboardConfig {
+            admin_token: set(self.dashboard_admin_token),
+            readonly_token: set(self.dashboard_readonly_token),
+            session_secret: set(self.dashboard_session_secret),
+            page_size: 50,
+            secure_cookies: self.dashboard_secure_cookies,
+            trusted_proxies: self.dashboard_trusted_proxies,
+            ..Default::default()
+        }
+    }
+}
+
+impl DashboardArgs {
+    /// `calsync dashboard`: its database budget and what it serves.
+    pub fn into_config(self, url: DatabaseUrl) -> (DatabaseConfig, DashboardSettings) {
+        (
+            DatabaseConfig::dashboard(url, self.db_max_connections),
+            DashboardSettings {
+                listen: self.listen,
+                auth: self.auth.into_config(),
+            },
+        )
+    }
+}
+
+impl WorkerArgs {
+    /// `calsync worker`'s configuration, validated. An API token that is set must be
+    /// usable (an empty one would otherwise be a token everybody knows).
+    pub fn into_config(self, url: DatabaseUrl) -> Result<WorkerConfig, ConfigError> {
+        let schedule = NightlySchedule::parse(&self.nightly_schedule, self.nightly_time_zone)?;
+        let api_token = self.api_token.as_deref().map(ApiToken::new).transpose()?;
+        let database = DatabaseConfig::worker(url, self.concurrency, self.db_max_connections);
+        if let Some(configured) = database.raised_from(self.db_max_connections) {
+            tracing::warn!(
+                configured,
+                using = database.max_connections,
+                "CALSYNC_DB_MAX_CONNECTIONS is below concurrency + {}; raising it",
+                config::WORKER_POOL_MIN_EXTRA
+            );
+        }
+        Ok(WorkerConfig {
+            database,
+            concurrency: self.concurrency,
+            cron: (!self.no_cron).then_some(CronConfig {
+                schedule,
+                retention_days: self.retention_days,
+                catch_up_window: CATCH_UP_WINDOW,
+            }),
+            http_listen: self.http_listen,
+            api_token,
+            name_prefix: self
+                .worker_name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "calsync".into()),
+            heartbeat: Duration::from_secs(self.heartbeat_secs.max(1)),
+            poll_interval: Duration::from_secs(self.poll_secs.max(1)),
+            job_timeout: Duration::from_secs(self.job_timeout_secs.max(1)),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            dashboard: self.dashboard_listen.map(|listen| DashboardSettings {
+                listen,
+                auth: self.dashboard.into_config(),
+            }),
+            sync: self.google.into_settings()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(args: &[&str]) -> Result<WorkerConfig, ConfigError> {
+        let mut argv = vec!["calsync", "worker"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).expect("parses");
+        let Command::Worker(w) = cli.command else {
+            panic!("not a worker command")
+        };
+        w.into_config(DatabaseUrl::parse(Some("postgres://h/db")).unwrap())
+    }
+
+    #[test]
+    fn worker_flags_become_typed_configuration() {
+        let c = worker(&["--concurrency", "4", "--heartbeat-secs", "0", "--no-cron"]).unwrap();
+        assert_eq!(c.concurrency, 4);
+        assert_eq!(c.heartbeat, Duration::from_secs(1));
+        assert!(c.cron.is_none());
+        assert!(c.api_token.is_none());
+        assert_eq!(c.database.max_connections, 10);
+        let c = worker(&["--nightly-time-zone", "Europe/Berlin"]).unwrap();
+        let cron = c.cron.unwrap();
+        assert_eq!(cron.schedule.expression, "0 30 3 * * *");
+        assert_eq!(cron.schedule.time_zone, chrono_tz::Europe::Berlin);
+    }
+
+    #[test]
+    fn empty_or_short_api_tokens_are_refused() {
+        for weak in ["", "s3cret"] {
+            let err = worker(&["--api-token", weak]).unwrap_err().to_string();
+            assert!(
+                err.contains("CALSYNC_API_TOKEN must be at least 12"),
+                "{err}"
+            );
+        }
+        assert!(
+            worker(&["--api-token", "a-long-enough-token"])
+                .unwrap()
+                .api_token
+                .is_some()
+        );
+    }
 }

@@ -1,43 +1,49 @@
-//! The CLI commands. `anyhow` lives here, at the edge; everything below is typed.
+//! The CLI commands. `anyhow` lives here, at the edge; everything below is typed. Each
+//! command translates its flags into [`crate::config`] types first (validated once),
+//! then connects within its budget ([`crate::database`]).
 
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
-use calsync_domain::queue::{self, RunTrigger};
+use calsync_domain::{
+    queue::{self, JobState, RunTrigger},
+    users,
+};
 use chrono::Utc;
+use sqlx::PgPool;
 
 use crate::{
-    cli::{Cli, Command, NightlyArgs, StatusArgs, SyncUserArgs, WorkerArgs},
-    connect, ensure_migrated,
-    runtime::{Runtime, Shutdown, run_pass, termination_signal},
+    cli::{Cli, Command, NightlyArgs, StatusArgs, SyncUserArgs},
+    config::{DashboardSettings, DatabaseConfig, DatabaseUrl, WorkerConfig},
+    database::{connect, connect_migrated},
+    nightly::run_pass,
+    runtime::{Runtime, Shutdown, termination_signal},
 };
 
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let url = cli.database_url.clone();
+    let url = cli.database_url();
     match cli.command {
         Command::Migrate => {
-            let pool = connect(url.as_deref(), 2).await?;
+            let pool = connect(&DatabaseConfig::cli(url?)).await?;
             calsync_domain::migrate(&pool).await?;
             println!("database migrated");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker(args) => worker(url.as_deref(), *args).await,
-        Command::Nightly(args) => nightly(url.as_deref(), args).await,
-        Command::SyncUser(args) => sync_user(url.as_deref(), args).await,
+        Command::Worker(args) => worker(args.into_config(url?)?).await,
+        Command::Nightly(args) => nightly(url?, args).await,
+        Command::SyncUser(args) => sync_user(url?, args).await,
         Command::MarkAll => {
-            let pool = connect(url.as_deref(), 2).await?;
-            ensure_migrated(&pool).await?;
-            let n = calsync_domain::users::mark_all_for_sync(&pool, "cli").await?;
+            let pool = cli_pool(url?).await?;
+            let n = users::mark_all_for_sync(&pool, "cli").await?;
             println!(
                 "flagged {n} users with a course calendar; the next nightly pass (or `calsync nightly --now`) syncs them"
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status(args) => status(url.as_deref(), args).await,
+        Command::Status(args) => status(url?, args).await,
         Command::Prune(args) => {
-            let pool = connect(url.as_deref(), 2).await?;
-            ensure_migrated(&pool).await?;
+            let pool = cli_pool(url?).await?;
             let n = queue::prune_finished_jobs(&pool, args.older_than_days, "cli").await?;
             println!(
                 "deleted {n} finished jobs older than {} days",
@@ -46,21 +52,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dashboard(args) => {
-            let pool = connect(url.as_deref(), 10).await?;
-            ensure_migrated(&pool).await?;
-            // Refuses (closed by default) before anything is announced.
-            let app = calsync_dashboard::router(pool, crate::dashboard_config(&args.auth))?;
-            let (trigger, shutdown) = Shutdown::new();
-            tokio::spawn(async move {
-                termination_signal().await;
-                trigger.trigger();
-            });
-            println!("dashboard on http://{}/", args.listen);
-            calsync_dashboard::serve_router(app, args.listen, shutdown.wait()).await?;
-            Ok(ExitCode::SUCCESS)
+            let (db, settings) = args.into_config(url?);
+            dashboard(db, settings).await
         }
-        Command::Demo(args) => crate::demo::run(url.as_deref(), args).await,
-        Command::Bench(args) => crate::bench::run(url.as_deref(), args).await,
+        #[cfg(feature = "dev-tools")]
+        Command::Demo(args) => crate::demo::run(url?, args).await,
+        #[cfg(feature = "dev-tools")]
+        Command::Bench(args) => crate::bench::run(url?, args).await,
+        #[cfg(feature = "dev-tools")]
         Command::FakeGoogle(args) => {
             let fake = calsync_fake_google::FakeGoogle::start_on(args.listen).await?;
             println!(
@@ -74,23 +73,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn worker(url: Option<&str>, args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    crate::runtime::parse_schedule(&args.nightly_schedule)?;
-    // Each running sync holds one connection (its per-user advisory lock) and borrows
-    // others briefly; never let the pool be the bottleneck that times syncs out.
-    let needed = u32::from(args.concurrency) * 2 + 4;
-    if args.db_max_connections < needed {
-        tracing::warn!(
-            configured = args.db_max_connections,
-            using = needed,
-            "CALSYNC_DB_MAX_CONNECTIONS is below 2 × concurrency + 4; raising it"
-        );
-    }
-    let pool = connect(url, args.db_max_connections.max(needed)).await?;
-    ensure_migrated(&pool).await?;
-    let engine = crate::build_engine(&pool, &args.google)?;
+/// A one-shot command's pool (two connections at most) on a migrated database.
+async fn cli_pool(url: DatabaseUrl) -> anyhow::Result<PgPool> {
+    Ok(connect_migrated(&DatabaseConfig::cli(url)).await?)
+}
+
+async fn worker(config: WorkerConfig) -> anyhow::Result<ExitCode> {
+    let pool = connect_migrated(&config.database).await?;
+    let engine = crate::build_engine(&pool, &config.sync)?;
     let (trigger, shutdown) = Shutdown::new();
-    let started = Runtime { pool, engine, args }.start(shutdown).await?;
+    let started = Runtime {
+        pool,
+        engine,
+        config,
+    }
+    .start(shutdown)
+    .await?;
     println!("calsync worker: HTTP API on http://{}/", started.http_addr);
     termination_signal().await;
     trigger.trigger();
@@ -98,14 +96,27 @@ async fn worker(url: Option<&str>, args: WorkerArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-async fn nightly(url: Option<&str>, args: NightlyArgs) -> anyhow::Result<ExitCode> {
+async fn dashboard(db: DatabaseConfig, settings: DashboardSettings) -> anyhow::Result<ExitCode> {
+    let pool = connect_migrated(&db).await?;
+    // Refuses (closed by default) before anything is announced.
+    let app = calsync_dashboard::router(pool, settings.auth)?;
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        termination_signal().await;
+        trigger.trigger();
+    });
+    println!("dashboard on http://{}/", settings.listen);
+    calsync_dashboard::serve_router(app, settings.listen, shutdown.wait()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn nightly(url: DatabaseUrl, args: NightlyArgs) -> anyhow::Result<ExitCode> {
     if !args.now {
         bail!(
             "`calsync nightly` needs --now to run the pass immediately (the cron runs it inside `calsync worker`)"
         );
     }
-    let pool = connect(url, 2).await?;
-    ensure_migrated(&pool).await?;
+    let pool = cli_pool(url).await?;
     match run_pass(&pool, Utc::now(), RunTrigger::Manual, "cli").await? {
         Some(run) => println!(
             "nightly run {}: {} users to sync, {} enqueued, {} already queued; workers pick them up now",
@@ -116,9 +127,8 @@ async fn nightly(url: Option<&str>, args: NightlyArgs) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-async fn sync_user(url: Option<&str>, args: SyncUserArgs) -> anyhow::Result<ExitCode> {
-    let pool = connect(url, 2).await?;
-    ensure_migrated(&pool).await?;
+async fn sync_user(url: DatabaseUrl, args: SyncUserArgs) -> anyhow::Result<ExitCode> {
+    let pool = cli_pool(url).await?;
     let job_id = queue::enqueue_sync(&pool, args.user_id, "cli", "cli").await?;
     println!("job {job_id} enqueued for user {}", args.user_id);
     if !args.wait {
@@ -126,20 +136,22 @@ async fn sync_user(url: Option<&str>, args: SyncUserArgs) -> anyhow::Result<Exit
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
     loop {
-        let job = crate::http::load_job(&pool, &job_id)
+        let job = queue::job_status(&pool, &job_id)
             .await?
             .with_context(|| format!("job {job_id} disappeared"))?;
-        match job.state.as_str() {
-            "done" => {
-                println!("job {job_id} done: {}", job.last_result.unwrap_or_default());
+        let result = || {
+            job.last_result
+                .as_ref()
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        };
+        match job.job_state() {
+            Some(JobState::Done) => {
+                println!("job {job_id} done: {}", result());
                 return Ok(ExitCode::SUCCESS);
             }
-            "failed" | "killed" => {
-                println!(
-                    "job {job_id} {}: {}",
-                    job.state,
-                    job.last_result.unwrap_or_default()
-                );
+            Some(JobState::Failed | JobState::Killed) => {
+                println!("job {job_id} {}: {}", job.state, result());
                 return Ok(ExitCode::FAILURE);
             }
             _ => {}
@@ -155,10 +167,10 @@ async fn sync_user(url: Option<&str>, args: SyncUserArgs) -> anyhow::Result<Exit
     }
 }
 
-async fn status(url: Option<&str>, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let pool = connect(url, 2).await?;
-    ensure_migrated(&pool).await?;
-    let users = calsync_domain::users::counts(&pool).await?;
+async fn status(url: DatabaseUrl, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let pool = cli_pool(url).await?;
+    let users = users::counts(&pool).await?;
+    let stuck = users::flagged_not_due(&pool).await?;
     let jobs = queue::job_counts(&pool).await?;
     let runs = queue::recent_nightly_runs(&pool, 1).await?;
     if args.json {
@@ -168,9 +180,12 @@ async fn status(url: Option<&str>, args: StatusArgs) -> anyhow::Result<ExitCode>
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"users": users, "jobs": jobs, "last_run": runs.first()})
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "users": users,
+                "flagged_not_due": stuck,
+                "jobs": jobs,
+                "last_run": runs.first()
+            }))?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -182,6 +197,9 @@ async fn status(url: Option<&str>, args: StatusArgs) -> anyhow::Result<ExitCode>
     println!("  needs re-auth:  {}", users.needs_reauth);
     println!("  calendar gone:  {}", users.calendar_missing);
     println!("  failing:        {}", users.failing);
+    for line in explain_flagged_not_due(&stuck) {
+        println!("{line}");
+    }
     println!("jobs:");
     if jobs.is_empty() {
         println!("  (none)");
@@ -207,4 +225,66 @@ async fn status(url: Option<&str>, args: StatusArgs) -> anyhow::Result<ExitCode>
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why flagged users are not synced, each with what helps.
+fn explain_flagged_not_due(s: &users::FlaggedNotDue) -> Vec<String> {
+    let mut lines = Vec::new();
+    if s.no_calendar + s.needs_reauth + s.calendar_missing + s.failing == 0 {
+        return lines;
+    }
+    lines.push("flagged but not synced by the nightly pass:".to_string());
+    if s.needs_reauth > 0 {
+        lines.push(format!(
+            "  {} need to sign in to Google again (their refresh token was refused); they are skipped until new credentials arrive. Dashboard: /users?status=needs_reauth",
+            s.needs_reauth
+        ));
+    }
+    if s.calendar_missing > 0 {
+        lines.push(format!(
+            "  {} deleted their course calendar in Google; they are skipped until users.google_course_calendar_id changes. Dashboard: /users?status=calendar_missing",
+            s.calendar_missing
+        ));
+    }
+    if s.no_calendar > 0 {
+        lines.push(format!(
+            "  {} have no google_course_calendar_id, so there is nothing to sync to",
+            s.no_calendar
+        ));
+    }
+    if s.failing > 0 {
+        lines.push(format!(
+            "  {} failed on every retry last time (still due: each pass tries again). Dashboard: /users?status=failing; the error: `calsync sync-user ID --wait`",
+            s.failing
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flagged_users_that_are_not_due_are_explained_with_a_way_out() {
+        assert!(explain_flagged_not_due(&users::FlaggedNotDue::default()).is_empty());
+        let lines = explain_flagged_not_due(&users::FlaggedNotDue {
+            no_calendar: 1,
+            needs_reauth: 2,
+            calendar_missing: 3,
+            failing: 4,
+        })
+        .join("\n");
+        assert!(
+            lines.contains("2 need to sign in to Google again"),
+            "{lines}"
+        );
+        assert!(lines.contains("/users?status=needs_reauth"), "{lines}");
+        assert!(lines.contains("3 deleted their course calendar"), "{lines}");
+        assert!(
+            lines.contains("1 have no google_course_calendar_id"),
+            "{lines}"
+        );
+        assert!(lines.contains("4 failed on every retry"), "{lines}");
+    }
 }

@@ -12,17 +12,23 @@ use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::{
     cli::{Cli, Command, DemoArgs},
-    connect,
-    runtime::{Runtime, Shutdown, run_pass, termination_signal},
+    config::{DatabaseConfig, DatabaseUrl},
+    database::connect,
+    nightly::run_pass,
+    runtime::{Runtime, Shutdown, termination_signal},
 };
 
 const DEMO_DOMAIN: &str = "@demo.calsync.edu";
 
+/// Concurrent syncs of the demo's worker.
+const DEMO_CONCURRENCY: u16 = 32;
+
 /// Run the demo.
-pub async fn run(url: Option<&str>, args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(url: DatabaseUrl, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     step("connecting to PostgreSQL");
-    let pool = connect(url, 40).await?;
+    // One pool for seeding and the in-process worker: the worker's budget.
+    let pool = connect(&DatabaseConfig::worker(url.clone(), DEMO_CONCURRENCY, None)).await?;
     step("migrating");
     calsync_domain::migrate(&pool).await?;
 
@@ -42,7 +48,7 @@ pub async fn run(url: Option<&str>, args: DemoArgs) -> anyhow::Result<ExitCode> 
     let cli = Cli::try_parse_from([
         "calsync".to_string(),
         "worker".into(),
-        "--concurrency=32".into(),
+        format!("--concurrency={DEMO_CONCURRENCY}"),
         "--no-cron".into(),
         "--http-listen=127.0.0.1:0".into(),
         format!("--google-api-base-url={}", fake.base_url()),
@@ -58,14 +64,16 @@ pub async fn run(url: Option<&str>, args: DemoArgs) -> anyhow::Result<ExitCode> 
     let Command::Worker(worker_args) = cli.command else {
         bail!("internal: demo worker arguments did not parse as a worker command");
     };
-    let worker_args = *worker_args;
-    let engine = crate::build_engine(&pool, &worker_args.google)?;
+    let config = worker_args.into_config(url)?;
+    let engine = crate::build_engine(&pool, &config.sync)?;
     let (trigger, shutdown) = Shutdown::new();
-    step("starting a worker (32 concurrent jobs) and the dashboard");
+    step(&format!(
+        "starting a worker ({DEMO_CONCURRENCY} concurrent jobs) and the dashboard"
+    ));
     let runtime = Runtime {
         pool: pool.clone(),
         engine,
-        args: worker_args,
+        config,
     }
     .start(shutdown)
     .await?;
@@ -114,11 +122,9 @@ pub async fn run(url: Option<&str>, args: DemoArgs) -> anyhow::Result<ExitCode> 
         "users still due: {}, needs re-auth: {}, calendar missing: {}",
         counts.due, counts.needs_reauth, counts.calendar_missing
     );
-    let sample: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT google_course_calendar_id FROM users WHERE email LIKE '%{DEMO_DOMAIN}' ORDER BY id LIMIT 1"
-    )))
-    .fetch_optional(&pool)
-    .await?;
+    let sample = calsync_domain::users::find_by_email(&pool, &format!("student1{DEMO_DOMAIN}"))
+        .await?
+        .and_then(|u| u.google_course_calendar_id);
     if let Some(cal) = sample {
         print_sample_calendar(&cal, &fake.live_events(&cal));
     }

@@ -23,12 +23,14 @@ use calsync_domain::{
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use crate::config::ApiToken;
+
 /// Shared state of the HTTP API.
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
     /// Bearer token the enqueue API requires; `None`: loopback callers only.
-    pub api_token: Option<Arc<str>>,
+    pub api_token: Option<ApiToken>,
     /// Set once the workers are running; cleared on shutdown.
     pub ready: Arc<AtomicBool>,
 }
@@ -70,10 +72,7 @@ async fn readyz(State(st): State<ApiState>) -> Response {
             "workers are not running",
         );
     }
-    match sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&st.pool)
-        .await
-    {
+    match calsync_domain::ping(&st.pool).await {
         Ok(_) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: database unreachable");
@@ -127,12 +126,12 @@ async fn metrics(State(st): State<ApiState>) -> Response {
 fn authorize(st: &ApiState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), Response> {
     match &st.api_token {
         Some(expected) => {
+            // No header, or not a bearer token, never matches anything.
             let given = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given.is_some_and(|g| expected.matches(g)) {
                 Ok(())
             } else {
                 Err(error(
@@ -153,11 +152,23 @@ fn authorize(st: &ApiState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Re
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Why a text field from a request cannot be stored, if it cannot: PostgreSQL text
+/// holds no NUL character, and the limit keeps the dashboard readable.
+fn text_problem(field: &str, value: &str, max_chars: usize) -> Option<String> {
+    if value.contains('\0') {
+        Some(format!("{field} must not contain NUL characters (\\u0000)"))
+    } else if value.chars().count() > max_chars {
+        Some(format!("{field} is longer than {max_chars} characters"))
+    } else {
+        None
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a domain error means "the request's input is unacceptable" (400), whichever
+/// layer noticed: the domain's own validation, or PostgreSQL refusing a character.
+fn is_invalid_input(e: &DomainError) -> bool {
+    matches!(e, DomainError::InvalidInput(_))
+        || matches!(e.sqlstate().as_deref(), Some("22021" | "22P05"))
 }
 
 /// Optional body of the enqueue request.
@@ -209,6 +220,9 @@ async fn enqueue(
     };
     // The domain validates the reason (length, control characters): InvalidInput → 400.
     let reason = body.reason.unwrap_or_else(|| "http".into());
+    if let Some(problem) = text_problem("reason", &reason, 200) {
+        return error(StatusCode::BAD_REQUEST, "invalid_body", problem);
+    }
     match queue::enqueue_sync(&st.pool, user_id, &reason, "http-api").await {
         Ok(job_id) => {
             tracing::info!(user_id, job_id, reason, "sync enqueued over HTTP");
@@ -224,7 +238,9 @@ async fn enqueue(
             "no_calendar",
             format!("user {id} has no google_course_calendar_id"),
         ),
-        Err(DomainError::InvalidInput(msg)) => error(StatusCode::BAD_REQUEST, "invalid_body", msg),
+        Err(e) if is_invalid_input(&e) => {
+            error(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
+        }
         Err(e) => {
             tracing::error!(user_id, error = %e, "enqueue failed");
             error(
@@ -236,34 +252,6 @@ async fn enqueue(
     }
 }
 
-/// A job as the API reports it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
-pub struct JobStatus {
-    pub id: String,
-    pub queue: String,
-    pub state: String,
-    pub status: String,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    pub run_at: chrono::DateTime<chrono::Utc>,
-    pub done_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub last_result: Option<serde_json::Value>,
-    pub payload: Option<serde_json::Value>,
-}
-
-/// Load a job's status.
-pub async fn load_job(pool: &PgPool, job_id: &str) -> Result<Option<JobStatus>, sqlx::Error> {
-    sqlx::query_as::<_, JobStatus>(sqlx::AssertSqlSafe(format!(
-        "SELECT j.id, j.job_type AS queue, {} AS state, j.status, j.attempts, j.max_attempts, j.run_at, \
-                j.done_at, j.last_result, calsync.job_payload(j.job) AS payload \
-         FROM apalis.jobs j WHERE j.id = $1",
-        JobState::SQL_EXPR
-    )))
-    .bind(job_id)
-    .fetch_optional(pool)
-    .await
-}
-
 async fn job_status(
     State(st): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -273,13 +261,19 @@ async fn job_status(
     if let Err(resp) = authorize(&st, &headers, Some(peer)) {
         return resp;
     }
-    match load_job(&st.pool, &job_id).await {
+    if let Some(problem) = text_problem("job id", &job_id, 64) {
+        return error(StatusCode::BAD_REQUEST, "invalid_job_id", problem);
+    }
+    match queue::job_status(&st.pool, &job_id).await {
         Ok(Some(job)) => Json(job).into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "unknown_job",
             format!("unknown job {job_id:?}"),
         ),
+        Err(e) if is_invalid_input(&e) => {
+            error(StatusCode::BAD_REQUEST, "invalid_job_id", e.to_string())
+        }
         Err(e) => {
             tracing::error!(job_id, error = %e, "job lookup failed");
             error(

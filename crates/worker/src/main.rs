@@ -1,22 +1,31 @@
-//! The `calsync` binary: parse the command line, set up logging, run a command.
+//! The `calsync` binary: parse the command line, set up logging, run a command, and
+//! print its error once.
 
-use calsync_worker::{cli::Command, telemetry};
+use calsync_worker::{
+    cli::Cli,
+    config::{LogFormat, LoggingConfig},
+    telemetry,
+};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = calsync_worker::cli::Cli::parse();
-    let filter = match cli.command {
-        Command::Demo(_) | Command::Bench(_) => telemetry::QUIET_FILTER,
-        _ => telemetry::DEFAULT_FILTER,
-    };
-    telemetry::init_logging(cli.log_format, filter);
+    let cli = Cli::parse();
+    let logging = cli.logging();
+    telemetry::init_logging(&logging);
     match calsync_worker::commands::run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            report(&logging, &e);
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error, once: a JSON log line for log shippers, else a plain line on stderr.
+fn report(logging: &LoggingConfig, e: &anyhow::Error) {
+    match logging.format {
+        LogFormat::Json => tracing::error!(error = format!("{e:#}"), "calsync failed"),
+        LogFormat::Pretty => eprintln!("error: {e:#}"),
     }
 }

@@ -1,8 +1,8 @@
-//! The worker runtime: the apalis `SyncUserJob` worker, the nightly cron, and the HTTP
-//! API, supervised (restart with backoff on database errors) and shut down gracefully.
+//! The worker runtime: the apalis `SyncUserJob` worker, the nightly cron
+//! ([`crate::nightly`]), and the HTTP API, supervised (restart with backoff on database
+//! errors) and shut down gracefully.
 
 use std::{
-    str::FromStr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -11,15 +11,13 @@ use std::{
 };
 
 use apalis::prelude::*;
-use apalis_cron::{CronScheduler, Tick};
 use apalis_postgres::{Config, PostgresStorage};
-use calsync_domain::queue::{self, RunTrigger, SYNC_QUEUE};
-use chrono::{DateTime, Utc};
+use calsync_domain::queue::SYNC_QUEUE;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::{
-    cli::WorkerArgs,
+    config::{MISSED_HEARTBEATS, WorkerConfig},
     http::{self, ApiState},
     job::{JobDeps, handle_sync_user},
     sync::SyncEngine,
@@ -28,10 +26,6 @@ use crate::{
 /// Errors that stop the worker process.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error(
-        "invalid nightly schedule {schedule:?}: {reason} (cron with seconds first, e.g. \"0 30 3 * * *\")"
-    )]
-    Schedule { schedule: String, reason: String },
     #[error("could not bind the HTTP API on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -93,34 +87,22 @@ pub async fn termination_signal() {
     }
 }
 
-/// Parse and validate a cron schedule (seconds first).
-pub fn parse_schedule(schedule: &str) -> Result<cron::Schedule, RuntimeError> {
-    cron::Schedule::from_str(schedule).map_err(|e| RuntimeError::Schedule {
-        schedule: schedule.to_string(),
-        reason: e.to_string(),
-    })
-}
-
 /// A unique-per-process worker name prefix: `<prefix>-<host>-<pid>-<random>`.
-pub fn worker_base_name(prefix: Option<&str>) -> String {
+pub fn worker_base_name(prefix: &str) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".into());
     let rand: u32 = rand::random();
-    format!(
-        "{}-{host}-{}-{rand:08x}",
-        prefix.unwrap_or("calsync"),
-        std::process::id()
-    )
+    format!("{prefix}-{host}-{}-{rand:08x}", std::process::id())
 }
 
 /// Everything the runtime needs.
 pub struct Runtime {
     pub pool: PgPool,
     pub engine: SyncEngine,
-    pub args: WorkerArgs,
+    pub config: WorkerConfig,
 }
 
 /// Handles of a started runtime.
@@ -134,19 +116,22 @@ pub struct Started {
 impl Runtime {
     /// Start the workers, the cron and the HTTP API; they run until `shutdown` fires.
     pub async fn start(self, shutdown: Shutdown) -> Result<Started, RuntimeError> {
-        let Runtime { pool, engine, args } = self;
-        let schedule = parse_schedule(&args.nightly_schedule)?;
-        let base = worker_base_name(args.worker_name.as_deref());
+        let Runtime {
+            pool,
+            engine,
+            config,
+        } = self;
+        let base = worker_base_name(&config.name_prefix);
         let ready = Arc::new(AtomicBool::new(false));
 
-        let listener = tokio::net::TcpListener::bind(args.http_listen)
+        let listener = tokio::net::TcpListener::bind(config.http_listen)
             .await
             .map_err(|source| RuntimeError::Bind {
-                addr: args.http_listen,
+                addr: config.http_listen,
                 source,
             })?;
         let http_addr = listener.local_addr().map_err(|source| RuntimeError::Bind {
-            addr: args.http_listen,
+            addr: config.http_listen,
             source,
         })?;
         let _ = crate::telemetry::prometheus();
@@ -154,7 +139,7 @@ impl Runtime {
         let mut tasks = tokio::task::JoinSet::new();
         let api = ApiState {
             pool: pool.clone(),
-            api_token: args.api_token.as_deref().map(Arc::from),
+            api_token: config.api_token.clone(),
             ready: ready.clone(),
         };
         {
@@ -165,12 +150,12 @@ impl Runtime {
                 }
             });
         }
-        if let Some(addr) = args.dashboard_listen {
+        if let Some(dashboard) = &config.dashboard {
             // Fails fast on a dashboard without credentials.
-            let app =
-                calsync_dashboard::router(pool.clone(), crate::dashboard_config(&args.dashboard))
-                    .map_err(|e| RuntimeError::Dashboard(e.to_string()))?;
+            let app = calsync_dashboard::router(pool.clone(), dashboard.auth.clone())
+                .map_err(|e| RuntimeError::Dashboard(e.to_string()))?;
             let sd = shutdown.clone();
+            let addr = dashboard.listen;
             tasks.spawn(async move {
                 if let Err(e) = calsync_dashboard::serve_router(app, addr, sd.wait()).await {
                     tracing::error!(error = %e, "dashboard stopped");
@@ -184,43 +169,42 @@ impl Runtime {
         });
         tasks.spawn(supervise("sync-worker", shutdown.clone(), {
             let pool = pool.clone();
-            let args = args.clone();
+            let config = Arc::new(config.clone());
             let base = base.clone();
             let ready = ready.clone();
             move |generation, sd| {
                 let pool = pool.clone();
-                let args = args.clone();
+                let config = config.clone();
                 let deps = deps.clone();
                 let name = format!("{base}-sync-{generation}");
                 let ready = ready.clone();
-                async move { run_sync_worker(pool, args, deps, name, ready, sd).await }
+                async move { run_sync_worker(pool, config, deps, name, ready, sd).await }
             }
         }));
-        if !args.no_cron {
-            let tz = args.nightly_time_zone;
-            let retention_days = args.retention_days;
+        if let Some(cron) = &config.cron {
             tasks.spawn(supervise("nightly-cron", shutdown.clone(), {
                 let pool = pool.clone();
                 let base = base.clone();
+                let cron = cron.clone();
                 move |generation, sd| {
-                    let pool = pool.clone();
-                    let schedule = schedule.clone();
                     let name = format!("{base}-cron-{generation}");
-                    async move { run_cron(pool, schedule, tz, retention_days, name, sd).await }
+                    crate::nightly::run_cron(pool.clone(), cron.clone(), name, sd)
                 }
             }));
         }
         tracing::info!(
             worker = %base,
             http = %http_addr,
-            concurrency = args.concurrency,
-            schedule = %args.nightly_schedule,
-            schedule_tz = %args.nightly_time_zone,
-            cron = !args.no_cron,
+            concurrency = config.concurrency,
+            heartbeat_secs = config.heartbeat.as_secs_f64(),
+            db_max_connections = config.database.max_connections,
+            schedule = config.cron.as_ref().map(|c| c.schedule.expression.as_str()).unwrap_or("-"),
+            schedule_tz = %config.cron.as_ref().map(|c| c.schedule.time_zone).unwrap_or(chrono_tz::UTC),
+            cron = config.cron.is_some(),
             "calsync worker started"
         );
 
-        let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);
+        let shutdown_timeout = config.shutdown_timeout;
         let done = tokio::spawn(async move {
             shutdown.clone().wait().await;
             ready.store(false, Ordering::Relaxed);
@@ -272,27 +256,32 @@ where
 
 async fn run_sync_worker(
     pool: PgPool,
-    args: WorkerArgs,
+    config: Arc<WorkerConfig>,
     deps: Arc<JobDeps>,
     name: String,
     ready: Arc<AtomicBool>,
     shutdown: Shutdown,
 ) -> Result<(), String> {
-    let config = Config::default()
+    // Record this worker's own heartbeat interval before apalis registers it, so no
+    // replica with a shorter interval presumes it dead while it is alive.
+    calsync_domain::workers::record_liveness(&pool, &name, config.heartbeat, MISSED_HEARTBEATS)
+        .await
+        .map_err(|e| format!("recording worker liveness: {e}"))?;
+    let apalis_config = Config::default()
         .queue(SYNC_QUEUE)
-        .batch_size(args.concurrency as usize)
-        .heartbeat_interval(args.heartbeat())
-        .missed_heartbeats(3);
+        .batch_size(config.concurrency as usize)
+        .heartbeat_interval(config.heartbeat)
+        .missed_heartbeats(MISSED_HEARTBEATS as usize);
     let backend = crate::job::raw_payloads(
         PostgresStorage::<Vec<u8>>::new(&pool)
-            .with_config(config)
+            .with_config(apalis_config)
             .with_pubsub()
-            .poll_with_interval(Duration::from_secs(args.poll_secs.max(1))),
+            .poll_with_interval(config.poll_interval),
     );
     let worker = WorkerBuilder::new(name.clone())
         .backend(backend)
-        .concurrency(args.concurrency as usize)
-        .timeout(Duration::from_secs(args.job_timeout_secs))
+        .concurrency(config.concurrency as usize)
+        .timeout(config.job_timeout)
         .data(deps)
         .build(handle_sync_user);
     ready.store(true, Ordering::Relaxed);
@@ -305,179 +294,4 @@ async fn run_sync_worker(
         .await;
     ready.store(false, Ordering::Relaxed);
     res.map_err(|e| e.to_string())
-}
-
-/// How far back a worker starting up looks for a nightly tick nobody ran.
-pub const CATCH_UP_HOURS: i64 = 6;
-
-/// Dependencies of the cron handler.
-#[derive(Clone)]
-struct CronDeps {
-    pool: PgPool,
-    worker: String,
-    retention_days: u32,
-}
-
-async fn nightly_tick(tick: Tick<chrono_tz::Tz>, deps: Data<CronDeps>) -> Result<(), BoxDynError> {
-    let ts = i64::try_from(tick.get_timestamp()).unwrap_or(i64::MAX);
-    let scheduled_for: DateTime<Utc> = DateTime::from_timestamp(ts, 0).unwrap_or_else(Utc::now);
-    let won = run_pass(&deps.pool, scheduled_for, RunTrigger::Cron, &deps.worker).await?;
-    // The replica that ran the pass also trims the job history.
-    if won.is_some() && deps.retention_days > 0 {
-        match queue::prune_finished_jobs(&deps.pool, deps.retention_days, &deps.worker).await {
-            Ok(n) => tracing::info!(
-                deleted = n,
-                retention_days = deps.retention_days,
-                "pruned finished jobs"
-            ),
-            Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
-        }
-    }
-    Ok(())
-}
-
-/// Run one fan-out pass and log it like the seed's job does ("N users to sync").
-pub async fn run_pass(
-    pool: &PgPool,
-    scheduled_for: DateTime<Utc>,
-    trigger: RunTrigger,
-    by: &str,
-) -> Result<Option<queue::NightlyRun>, calsync_domain::DomainError> {
-    match queue::run_nightly_pass(pool, scheduled_for, trigger, by).await {
-        Ok(Some(run)) => {
-            tracing::info!(
-                run_id = run.id,
-                scheduled_for = %run.scheduled_for,
-                users_to_sync = run.users_due,
-                enqueued = run.enqueued,
-                already_queued = run.already_queued,
-                "nightly calendar sync: {} users to sync",
-                run.users_due
-            );
-            Ok(Some(run))
-        }
-        Ok(None) => {
-            tracing::info!(%scheduled_for, "nightly calendar sync for this tick already enqueued by another replica");
-            Ok(None)
-        }
-        Err(e) => {
-            tracing::error!(%scheduled_for, error = %e, "nightly calendar sync pass failed");
-            Err(e)
-        }
-    }
-}
-
-/// The most recent tick of `schedule` at or before `now` and no older than `window`.
-pub fn last_tick_within(
-    schedule: &cron::Schedule,
-    tz: chrono_tz::Tz,
-    now: DateTime<Utc>,
-    window: chrono::Duration,
-) -> Option<DateTime<Utc>> {
-    let from = (now - window).with_timezone(&tz);
-    schedule
-        .after(&from)
-        .map(|t| t.with_timezone(&Utc))
-        .take_while(|t| *t <= now)
-        .last()
-}
-
-async fn run_cron(
-    pool: PgPool,
-    schedule: cron::Schedule,
-    tz: chrono_tz::Tz,
-    retention_days: u32,
-    name: String,
-    shutdown: Shutdown,
-) -> Result<(), String> {
-    // Catch up a tick missed while no worker was running (deploy at 03:29, outage):
-    // idempotent, because each tick's run row is unique.
-    if let Some(missed) = last_tick_within(
-        &schedule,
-        tz,
-        Utc::now(),
-        chrono::Duration::hours(CATCH_UP_HOURS),
-    ) {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM calsync.nightly_runs WHERE scheduled_for = $1)",
-        )
-        .bind(missed)
-        .fetch_one(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
-        if !exists {
-            tracing::warn!(%missed, "catching up a nightly tick that no worker ran");
-            run_pass(&pool, missed, RunTrigger::Cron, &name)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    let backend = CronScheduler::new(schedule).with_timezone(tz);
-    let worker = WorkerBuilder::new(name.clone())
-        .backend(backend)
-        .data(CronDeps {
-            pool,
-            worker: name,
-            retention_days,
-        })
-        .build(nightly_tick);
-    worker
-        .run_until(async move {
-            shutdown.wait().await;
-            Ok::<(), std::io::Error>(())
-        })
-        .await
-        .map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn nightly_schedule_follows_the_configured_time_zone_across_dst() {
-        let schedule = parse_schedule("0 30 3 * * *").unwrap();
-        let ny = chrono_tz::America::New_York;
-        let winter = Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap();
-        let next = schedule
-            .after(&winter.with_timezone(&ny))
-            .next()
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(next, Utc.with_ymd_and_hms(2026, 1, 11, 8, 30, 0).unwrap());
-        let summer = Utc.with_ymd_and_hms(2026, 7, 10, 12, 0, 0).unwrap();
-        let next = schedule
-            .after(&summer.with_timezone(&ny))
-            .next()
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(next, Utc.with_ymd_and_hms(2026, 7, 11, 7, 30, 0).unwrap());
-    }
-
-    #[test]
-    fn bad_schedules_are_rejected_with_a_clear_error() {
-        let err = parse_schedule("30 3 * * *").unwrap_err().to_string();
-        assert!(err.contains("seconds first"), "{err}");
-    }
-
-    #[test]
-    fn missed_tick_is_found_only_inside_the_window() {
-        let schedule = parse_schedule("0 30 3 * * *").unwrap();
-        let ny = chrono_tz::America::New_York;
-        let at = |h, m| Utc.with_ymd_and_hms(2026, 1, 11, h, m, 0).unwrap();
-        // 03:30 New York = 08:30 UTC. At 10:00 UTC the tick is 1.5 h old.
-        assert_eq!(
-            last_tick_within(&schedule, ny, at(10, 0), chrono::Duration::hours(6)),
-            Some(at(8, 30))
-        );
-        assert_eq!(
-            last_tick_within(&schedule, ny, at(10, 0), chrono::Duration::hours(1)),
-            None
-        );
-        assert_eq!(
-            last_tick_within(&schedule, ny, at(8, 29), chrono::Duration::hours(6)),
-            None
-        );
-    }
 }

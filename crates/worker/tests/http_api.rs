@@ -11,7 +11,10 @@ use axum::{
     extract::connect_info::MockConnectInfo,
     http::{Request, StatusCode},
 };
-use calsync_worker::http::{ApiState, router};
+use calsync_worker::{
+    config::ApiToken,
+    http::{ApiState, router},
+};
 use http_body_util::BodyExt;
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -20,7 +23,7 @@ async fn app(pool: &PgPool, token: Option<&str>, peer: &str, ready: bool) -> axu
     calsync_domain::migrate(pool).await.unwrap();
     let state = ApiState {
         pool: pool.clone(),
-        api_token: token.map(Arc::from),
+        api_token: token.map(|t| ApiToken::new(t).expect("a 12+ character token")),
         ready: Arc::new(AtomicBool::new(ready)),
     };
     router(state).layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
@@ -145,9 +148,31 @@ async fn enqueue_api_requires_the_token_or_loopback(pool: PgPool) {
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
 
-    let with_token = app(&pool, Some("s3cret"), "10.1.2.3:5000", true).await;
+    let with_token = app(&pool, Some("s3cret-s3cret"), "10.1.2.3:5000", true).await;
+    // No header, an empty bearer token, and near misses never match.
+    for wrong in [
+        None,
+        Some("wrong"),
+        Some(""),
+        Some("s3cret-s3cre"),
+        Some("s3cret-s3cret "),
+    ] {
+        let (s, _) = call(
+            &with_token,
+            "POST",
+            &format!("/v1/users/{alice}/sync"),
+            wrong,
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{wrong:?}");
+        let (s, _) = call(&with_token, "GET", "/v1/jobs/x", wrong, "").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{wrong:?}");
+    }
+    // A token closes the API to loopback callers without it too.
+    let loopback = app(&pool, Some("s3cret-s3cret"), "127.0.0.1:5000", true).await;
     let (s, _) = call(
-        &with_token,
+        &loopback,
         "POST",
         &format!("/v1/users/{alice}/sync"),
         None,
@@ -159,20 +184,66 @@ async fn enqueue_api_requires_the_token_or_loopback(pool: PgPool) {
         &with_token,
         "POST",
         &format!("/v1/users/{alice}/sync"),
-        Some("wrong"),
-        "",
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = call(
-        &with_token,
-        "POST",
-        &format!("/v1/users/{alice}/sync"),
-        Some("s3cret"),
+        Some("s3cret-s3cret"),
         "",
     )
     .await;
     assert_eq!(s, StatusCode::ACCEPTED);
+}
+
+#[sqlx::test(migrations = false)]
+async fn empty_and_short_api_tokens_are_refused(_pool: PgPool) {
+    for weak in ["", "s3cret", "elevenchars"] {
+        let err = ApiToken::new(weak).unwrap_err().to_string();
+        assert!(
+            err.contains("CALSYNC_API_TOKEN must be at least 12 characters"),
+            "{err}"
+        );
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn nul_bytes_in_text_fields_are_a_bad_request_not_a_server_error(pool: PgPool) {
+    let app = app(&pool, None, "127.0.0.1:5000", true).await;
+    let alice = user(&pool, Some("cal-a")).await;
+    let (s, b) = call(
+        &app,
+        "POST",
+        &format!("/v1/users/{alice}/sync"),
+        None,
+        r#"{"reason": "regis\u0000trar"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b.contains("invalid_body") && b.contains("NUL"), "{b}");
+    let (s, b) = call(&app, "GET", "/v1/jobs/01abc%00def", None, "").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b.contains("invalid_job_id"), "{b}");
+    let long = format!(r#"{{"reason": "{}"}}"#, "é".repeat(201));
+    let (s, b) = call(
+        &app,
+        "POST",
+        &format!("/v1/users/{alice}/sync"),
+        None,
+        &long,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0, "refused requests enqueue nothing");
+    // The same reason without the NUL is fine.
+    let (s, b) = call(
+        &app,
+        "POST",
+        &format!("/v1/users/{alice}/sync"),
+        None,
+        r#"{"reason": "registrar"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
 }
 
 #[sqlx::test(migrations = false)]
