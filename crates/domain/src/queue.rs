@@ -123,8 +123,9 @@ pub fn validate_reason(reason: &str) -> Result<(), DomainError> {
         )));
     }
     if let Some(c) = reason.chars().find(|c| c.is_control()) {
+        let name = if c == '\0' { "NUL, " } else { "" };
         return Err(DomainError::InvalidInput(format!(
-            "reason must not contain control characters (found U+{:04X})",
+            "reason must not contain control characters (found {name}U+{:04X})",
             c as u32
         )));
     }

@@ -220,9 +220,6 @@ async fn enqueue(
     };
     // The domain validates the reason (length, control characters): InvalidInput → 400.
     let reason = body.reason.unwrap_or_else(|| "http".into());
-    if let Some(problem) = text_problem("reason", &reason, 200) {
-        return error(StatusCode::BAD_REQUEST, "invalid_body", problem);
-    }
     match queue::enqueue_sync(&st.pool, user_id, &reason, "http-api").await {
         Ok(job_id) => {
             tracing::info!(user_id, job_id, reason, "sync enqueued over HTTP");
