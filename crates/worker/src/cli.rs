@@ -55,6 +55,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the fake Google Calendar API (for local experiments).
     FakeGoogle(FakeGoogleArgs),
+    /// Show, set, validate, preview or clear a student's calendar preferences.
+    Preferences(crate::preferences_cli::PreferencesArgs),
 }
 
 /// Google API settings.

@@ -68,6 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => crate::demo::run(url.as_deref(), args).await,
         Command::Bench(args) => crate::bench::run(url.as_deref(), args).await,
+        Command::Preferences(args) => crate::preferences_cli::run(url.as_deref(), args).await,
         Command::FakeGoogle(args) => {
             let fake = calsync_fake_google::FakeGoogle::start_on(args.listen).await?;
             println!(

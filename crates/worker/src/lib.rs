@@ -11,6 +11,8 @@ pub mod demo;
 pub mod google;
 pub mod http;
 pub mod job;
+pub mod preferences_api;
+pub mod preferences_cli;
 pub mod runtime;
 pub mod sync;
 pub mod telemetry;
