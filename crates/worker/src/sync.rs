@@ -263,6 +263,12 @@ impl SyncEngine {
                     "schedule row produces no calendar event");
             }
             report.skipped_meetings = plan.skipped.len() as u32;
+            calsync_domain::preferences::store::note_render_warnings(
+                &self.pool,
+                user_id,
+                &plan.warnings,
+            )
+            .await;
             reconcile(s, &plan.events, &mut report)
                 .await
                 .map_err(google)?;
