@@ -99,20 +99,21 @@ fn invalid(fields: &[FieldError]) -> Response {
         .into_response()
 }
 
-/// Parse and validate a request body as a preference set.
-#[expect(
-    clippy::result_large_err,
-    reason = "the error is the response the handler returns as is"
-)]
-fn parse_body(body: &[u8]) -> Result<Vec<Preference>, Response> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+/// Parse and validate a request body as a preference set. Validation trial-renders
+/// every template (each bounded by the sandbox's fuel), so it runs on the blocking pool,
+/// not on the threads serving requests.
+async fn parse_body(body: axum::body::Bytes) -> Result<Vec<Preference>, Response> {
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             "invalid_body",
             format!("body must be JSON like {{\"preferences\": [...]}}: {e}"),
         )
     })?;
-    preferences::parse_preferences(&value).map_err(|fields| invalid(&fields))
+    match tokio::task::spawn_blocking(move || preferences::parse_preferences(&value)).await {
+        Ok(parsed) => parsed.map_err(|fields| invalid(&fields)),
+        Err(e) => Err(internal(0, "validating preferences", &e)),
+    }
 }
 
 /// The stored set and the last sync's render warnings.
@@ -160,7 +161,7 @@ async fn replace(
         Ok(false) => return unknown_user(user_id),
         Err(e) => return internal(user_id, "looking up the user", &e),
     }
-    let prefs = match parse_body(&body) {
+    let prefs = match parse_body(body).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -230,7 +231,7 @@ async fn preview_unsaved(
         Ok(id) => id,
         Err(resp) => return resp,
     };
-    match parse_body(&body) {
+    match parse_body(body).await {
         Ok(prefs) => preview(&st, user_id, Some(prefs)).await,
         Err(resp) => resp,
     }

@@ -23,8 +23,9 @@ use super::{Preference, PreferenceFields, Scope};
 use crate::events::{Reminder, ReminderMethod, Reminders, Transparency, Visibility};
 use crate::templates::{self, TemplateField};
 
-/// Most preference rows one user may have.
-pub const MAX_ROWS: usize = 200;
+/// Most preference rows one user may have (a student with 8 courses and an override
+/// per course and kind needs about 20).
+pub const MAX_ROWS: usize = 50;
 /// Most reminder overrides per event (Google's limit).
 pub const MAX_REMINDERS: usize = 5;
 /// Latest reminder, in minutes before the event (four weeks, Google's limit).

@@ -178,6 +178,12 @@ fn several_errors_are_reported_together_and_duplicates_refused() {
     let e = one_error(json!({"prefs": []}));
     assert_eq!(e.field, "prefs");
     assert!(parse_preferences(&json!(42)).is_err());
+    let too_many: Vec<Value> = (1..=51)
+        .map(|c| json!({"course_id": c, "color_id": 1}))
+        .collect();
+    let e = one_error(json!(too_many));
+    assert_eq!(e.field, "preferences");
+    assert!(e.message.contains("at most 50 rows"), "{e}");
     assert!(
         parse_preferences(&json!({"preferences": []}))
             .unwrap()
