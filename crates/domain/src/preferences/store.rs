@@ -294,8 +294,15 @@ pub async fn record_render_warnings(
 /// [`record_render_warnings`] for the sync engine: logs the warnings, and a failure to
 /// record them, instead of returning it (a warning never fails a sync).
 pub async fn note_render_warnings(pool: &PgPool, user_id: i64, warnings: &[RenderWarning]) {
-    for w in warnings {
-        tracing::warn!(user_id, event_id = %w.event_id, field = %w.field,
+    // One line per distinct problem, not one per event.
+    for w in summarize(warnings) {
+        let events = warnings
+            .iter()
+            .filter(|x| {
+                x.field == w.field && x.preference == w.preference && x.message == w.message
+            })
+            .count();
+        tracing::warn!(user_id, event_id = %w.event_id, events, field = %w.field,
             preference = %w.preference, message = %w.message,
             "calendar preference template failed; the built-in text was used");
     }
