@@ -6,6 +6,10 @@
 //! * [`events`]: the pure mapping from a schedule to the Google Calendar events it must show.
 //! * [`academic`]: the academic calendar in that mapping (cancelled classes, final exams,
 //!   published holidays and breaks).
+//! * [`preferences`]: students' calendar preferences (templates, colors, reminders,
+//!   visibility, transparency): model, per-field resolution, validation, SQL.
+//! * [`templates`]: the sandboxed template engine of preferences (minijinja).
+//! * [`render`]: preferences applied to the planned events.
 //! * [`tracking`]: the change-tracking declaration (`calsync.tracked_columns`).
 //! * [`credentials`]: per-user Google OAuth credentials.
 //! * [`queue`]: enqueueing `SyncUserJob`s, the nightly fan-out, retry/discard of jobs.
@@ -21,8 +25,11 @@ pub mod dashboard_sessions;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod preferences;
 pub mod queue;
+pub mod render;
 pub mod schedule;
+pub mod templates;
 pub mod tracking;
 pub mod user_list;
 pub mod users;

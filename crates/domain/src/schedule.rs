@@ -1,12 +1,13 @@
 //! A user's course schedule: enrollments → courses → meeting times → rooms, the final
-//! exams of those courses and the academic calendar around them, loaded in one
-//! consistent snapshot together with the user's sync generation.
+//! exams of those courses and the academic calendar around them, and the user's
+//! calendar preferences, loaded in one consistent snapshot together with the user's
+//! sync generation.
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
-use crate::{DomainError, users, users::User};
+use crate::{DomainError, preferences, preferences::Preference, users, users::User};
 
 /// A course as the calendar needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -89,6 +90,9 @@ pub struct SyncSnapshot {
     /// The academic calendar rows that cancel classes or are published, within the
     /// span of the user's courses and meeting times, ordered by start date and id.
     pub academic_calendar: Vec<AcademicCalendarEvent>,
+    /// The user's calendar preferences (`calendar_preferences`), ordered by scope and
+    /// course.
+    pub preferences: Vec<Preference>,
 }
 
 /// The user's courses.
@@ -129,11 +133,12 @@ const ACADEMIC_CALENDAR_SQL: &str = "WITH span AS ( \
 /// Every query [`load_snapshot`] runs besides the user row, in order. The columns they
 /// return are what the event model can depend on; the domain test
 /// `snapshot_reads_only_tracked_columns` checks them against `calsync.tracked_columns`.
-pub const SNAPSHOT_QUERIES: [&str; 4] = [
+pub const SNAPSHOT_QUERIES: [&str; 5] = [
     COURSES_SQL,
     MEETING_TIMES_SQL,
     EXAMS_SQL,
     ACADEMIC_CALENDAR_SQL,
+    preferences::store::PREFERENCES_SQL,
 ];
 
 fn room_of(row: &sqlx::postgres::PgRow) -> Result<Option<Room>, sqlx::Error> {
@@ -149,7 +154,8 @@ fn room_of(row: &sqlx::postgres::PgRow) -> Result<Option<Room>, sqlx::Error> {
     })
 }
 
-/// Read a user and their schedule in one REPEATABLE READ snapshot (five queries).
+/// Read a user, their schedule and their preferences in one REPEATABLE READ snapshot
+/// (six queries).
 ///
 /// The user's `calendar_sync_generation` is read in the same snapshot as the schedule,
 /// so a change committed after the snapshot always bumps the generation past the one
@@ -193,6 +199,7 @@ pub async fn load_snapshot(pool: &PgPool, user_id: i64) -> Result<SyncSnapshot, 
         .bind(user_id)
         .fetch_all(&mut *tx)
         .await?;
+    let preferences = preferences::store::load(&mut *tx, user_id).await?;
     tx.commit().await?;
 
     for row in mt_rows {
@@ -243,5 +250,6 @@ pub async fn load_snapshot(pool: &PgPool, user_id: i64) -> Result<SyncSnapshot, 
         courses,
         exams,
         academic_calendar,
+        preferences,
     })
 }

@@ -20,9 +20,11 @@ use sqlx::{PgPool, Row};
 
 use crate::{DomainError, schedule};
 
-/// The tables whose changes flag students (the registrar contract plus credentials).
-pub const TRACKED_TABLES: [&str; 8] = [
+/// The tables whose changes flag students (the registrar contract, credentials, and
+/// students' calendar preferences).
+pub const TRACKED_TABLES: [&str; 9] = [
     "academic_calendar_events",
+    "calendar_preferences",
     "courses",
     "enrollments",
     "final_exams",

@@ -104,6 +104,7 @@ fn plan(
             courses,
             exams,
             academic_calendar: calendar,
+            preferences: Vec::new(),
         },
         TZ,
     )

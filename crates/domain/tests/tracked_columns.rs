@@ -167,6 +167,19 @@ async fn changed_value(pool: &PgPool, table: &str, column: &str) -> String {
         ("text", _) if c == "category" => {
             format!("CASE WHEN {c} = 'holiday' THEN 'break' ELSE 'holiday' END")
         }
+        ("text", _) if c == "scope" => {
+            format!("CASE WHEN {c} = 'class' THEN 'exam' ELSE 'class' END")
+        }
+        ("text", _) if c == "visibility" => {
+            format!("CASE WHEN {c} = 'private' THEN 'public' ELSE 'private' END")
+        }
+        ("text", _) if c == "transparency" => {
+            format!("CASE WHEN {c} = 'transparent' THEN 'opaque' ELSE 'transparent' END")
+        }
+        ("jsonb", _) => format!(
+            "CASE WHEN {c} = '{{\"use_default\": true}}' THEN '{{\"overrides\": []}}'::jsonb \
+             ELSE '{{\"use_default\": true}}'::jsonb END"
+        ),
         ("text", _) => format!("coalesce({c}, '') || 'x'"),
         // Ends move later and starts earlier, so ranges stay valid.
         ("date", _) if c.starts_with("end") => format!("coalesce({c}, DATE '2026-02-01') + 1"),
@@ -210,6 +223,13 @@ async fn every_declared_column_behaves_as_declared(pool: PgPool) {
          VALUES ('MLK Day', 'holiday', '2026-01-19', '2026-01-19', true, true) RETURNING id"
         .to_string())
     .await;
+    let preference = id(format!(
+        "INSERT INTO calendar_preferences (user_id, scope, course_id, title_template, description_template, \
+             location_template, color_id, reminders, visibility, transparency) \
+         VALUES ({}, 'class', {}, 't', 'd', 'l', 3, '{{\"use_default\": true}}', 'default', 'opaque') RETURNING id",
+        u.alice, u.cs101
+    ))
+    .await;
     let enrollment = id(format!(
         "SELECT id FROM enrollments WHERE user_id = {} AND course_id = {}",
         u.alice, u.cs101
@@ -232,6 +252,7 @@ async fn every_declared_column_behaves_as_declared(pool: PgPool) {
         ("final_exams", format!("id = {exam}")),
         ("academic_calendar_events", format!("id = {holiday}")),
         ("google_credentials", format!("user_id = {}", u.alice)),
+        ("calendar_preferences", format!("id = {preference}")),
     ];
     let declared = tracking::declared_columns(&pool).await.unwrap();
     let mut checked = 0;
@@ -286,5 +307,5 @@ async fn every_declared_column_behaves_as_declared(pool: PgPool) {
         }
         checked += 1;
     }
-    assert!(checked >= 40, "only {checked} columns checked");
+    assert!(checked >= 50, "only {checked} columns checked");
 }

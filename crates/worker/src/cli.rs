@@ -70,6 +70,8 @@ pub enum Command {
     /// Serve the fake Google Calendar API (for local experiments).
     #[cfg(feature = "dev-tools")]
     FakeGoogle(FakeGoogleArgs),
+    /// Show, set, validate, preview or clear a student's calendar preferences.
+    Preferences(crate::preferences_cli::PreferencesArgs),
 }
 
 /// Google API settings.

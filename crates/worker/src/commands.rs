@@ -55,6 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (db, settings) = args.into_config(url?);
             dashboard(db, settings).await
         }
+        Command::Preferences(args) => crate::preferences_cli::run(url, args).await,
         #[cfg(feature = "dev-tools")]
         Command::Demo(args) => crate::demo::run(url?, args).await,
         #[cfg(feature = "dev-tools")]

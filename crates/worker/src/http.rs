@@ -43,6 +43,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/users/{user_id}/sync", post(enqueue))
         .route("/v1/jobs/{job_id}", get(job_status))
+        .merge(crate::preferences_api::routes())
         .with_state(state)
 }
 
@@ -53,7 +54,7 @@ struct ApiError {
     code: &'static str,
 }
 
-fn error(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Response {
     (
         status,
         Json(ApiError {
@@ -123,7 +124,11 @@ async fn metrics(State(st): State<ApiState>) -> Response {
     clippy::result_large_err,
     reason = "the error is the response the handler returns as is"
 )]
-fn authorize(st: &ApiState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), Response> {
+pub(crate) fn authorize(
+    st: &ApiState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<(), Response> {
     match &st.api_token {
         Some(expected) => {
             // No header, or not a bearer token, never matches anything.

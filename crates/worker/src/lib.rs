@@ -25,6 +25,8 @@ pub mod google;
 pub mod http;
 pub mod job;
 pub mod nightly;
+pub mod preferences_api;
+pub mod preferences_cli;
 pub mod runtime;
 pub mod sync;
 pub mod telemetry;

@@ -186,6 +186,12 @@ impl SyncEngine {
                     "schedule row produces no calendar event");
             }
             report.skipped_meetings = plan.skipped.len() as u32;
+            calsync_domain::preferences::store::note_render_warnings(
+                &self.pool,
+                user_id,
+                &plan.warnings,
+            )
+            .await;
             // No calendars.get: listing the calendar's events proves it exists (a
             // missing calendar fails the list with NeedsUser(RecreateCalendar)).
             let res = reconcile(s.as_mut(), &calendar_id, &plan.events, &mut report).await;

@@ -4,41 +4,18 @@
 //! inserted, updated, restored and deleted like class events, with zero writes for
 //! students a change does not touch.
 
-use std::time::Duration;
+mod common;
 
-use calsync_domain::credentials::Secret;
 use calsync_fake_google::FakeGoogle;
 use calsync_seed::{CourseSpec, MeetingSpec, RoomSpec, Seed, StudentSpec, hm, ymd};
-use calsync_worker::{
-    google::{GoogleBackend, GoogleConfig},
-    sync::{SyncEngine, SyncReport},
-};
+use calsync_worker::sync::{SyncEngine, SyncReport};
 use chrono::Weekday;
 use serde_json::Value;
 use sqlx::PgPool;
 
-/// The sync engine against `fake`, in America/New_York. (The one place that builds
-/// it: adapt here when the engine's constructor changes.)
+/// The sync engine against `fake`, in America/New_York.
 fn engine(pool: &PgPool, fake: &FakeGoogle) -> SyncEngine {
-    let google = GoogleBackend::new(
-        GoogleConfig {
-            api_base_url: fake.base_url(),
-            api_root_url: fake.root_url(),
-            token_url: fake.token_url(),
-            client_id: "test-client".into(),
-            client_secret: Secret::new("test-secret"),
-            per_user_rps: 10_000.0,
-            project_rps: 10_000.0,
-            request_timeout: Duration::from_secs(10),
-        },
-        pool.clone(),
-    )
-    .unwrap();
-    SyncEngine::new(
-        pool.clone(),
-        std::sync::Arc::new(google),
-        chrono_tz::America::New_York,
-    )
+    common::engine(fake, pool)
 }
 
 /// Fall 2026 (Mon 2026-08-31 .. Fri 2026-12-11):

@@ -2,13 +2,14 @@
 //! real google-calendar3 client: event bodies, idempotency, restores, paging, and every
 //! error class.
 
-use std::{sync::Arc, time::Duration};
+mod common;
 
-use calsync_domain::credentials::Secret;
+use common::backend;
+use std::time::Duration;
+
 use calsync_fake_google::{FakeGoogle, FaultRule};
 use calsync_worker::{
     failure::Decision,
-    google::{GoogleBackend, GoogleConfig},
     job::{self, AttemptCtx, JobDeps, Outcome},
     sync::{SyncEngine, SyncError},
 };
@@ -25,25 +26,6 @@ struct World {
     cal: String,
     course: i64,
     mt_mon: i64,
-}
-
-fn backend(fake: &FakeGoogle, pool: &PgPool) -> Arc<GoogleBackend> {
-    Arc::new(
-        GoogleBackend::new(
-            GoogleConfig {
-                api_base_url: fake.base_url(),
-                api_root_url: fake.root_url(),
-                token_url: fake.token_url(),
-                client_id: "test-client".into(),
-                client_secret: Secret::new("test-secret"),
-                per_user_rps: 10_000.0,
-                project_rps: 10_000.0,
-                request_timeout: Duration::from_secs(10),
-            },
-            pool.clone(),
-        )
-        .unwrap(),
-    )
 }
 
 /// One student in one course meeting Mon and Wed 09:00-10:15 in Smith 101,

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod layout;
 pub mod login;
 pub mod overview;
+pub mod preferences;
 pub mod runs;
 pub mod users;
 

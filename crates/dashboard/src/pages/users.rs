@@ -114,6 +114,7 @@ pub async fn detail(
         ..Default::default()
     };
     let recent = jobs::list(&st.pool, &of_user, None, 20).await?;
+    let prefs = calsync_domain::preferences::view::user_preferences(&st.pool, id).await?;
     let body = html! {
         table {
             tr { th { "id" } td { (id) } }
@@ -133,6 +134,7 @@ pub async fn detail(
         h2 { "Recent jobs" }
         (super::jobs::table(&recent))
         p { a href={ "/jobs?user_id=" (id) } { "All jobs of this user" } }
+        (super::preferences::section(&prefs))
     };
     ctx.render(&format!("User {id}"), body)
 }
