@@ -221,6 +221,51 @@ impl WorkerProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// What the process is doing right now: every thread's stack (gdb, when installed)
+    /// and the end of its log. For the failure message of a test whose worker seems stuck.
+    pub fn diagnose(&self) -> String {
+        let stacks = Command::new("gdb")
+            .args([
+                "-p",
+                &self.child.id().to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt 30",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("(no stacks: gdb: {e})"));
+        let log = self.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        format!(
+            "--- worker stacks ---\n{stacks}\n--- last log lines ({}) ---\n{}",
+            self.log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+
+    /// [`wait_until`], but a timeout panics with [`WorkerProcess::diagnose`].
+    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if cond().await {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for: {what}\n{}",
+                    self.diagnose()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for WorkerProcess {

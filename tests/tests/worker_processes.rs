@@ -243,7 +243,7 @@ async fn worker_recovers_from_a_postgres_restart() {
         .await
         .unwrap()
         .unwrap();
-    wait_until(
+    w.wait_until(
         "second pass synced after the restart",
         Duration::from_secs(90),
         || async { unsynced_users(&pool).await == 0 },
