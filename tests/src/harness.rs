@@ -246,9 +246,15 @@ impl WorkerProcess {
         )
     }
 
-    /// [`wait_until`], but a timeout panics with [`WorkerProcess::diagnose`].
-    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut cond: F)
-    where
+    /// [`wait_until`], but a timeout panics with [`WorkerProcess::diagnose`] and what
+    /// the database's sessions are doing.
+    pub async fn wait_until<F, Fut>(
+        &self,
+        pool: &PgPool,
+        what: &str,
+        timeout: Duration,
+        mut cond: F,
+    ) where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
@@ -258,8 +264,22 @@ impl WorkerProcess {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
+                let sessions: Vec<(String, String, String, String)> = sqlx::query_as(
+                    "SELECT coalesce(application_name, ''), coalesce(state, ''), \
+                            coalesce(wait_event_type || ':' || wait_event, ''), left(coalesce(query, ''), 200) \
+                     FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                )
+                .fetch_all(pool)
+                .await
+                .unwrap_or_default();
+                let jobs: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                    "SELECT id, status, lock_by FROM apalis.jobs WHERE status NOT IN ('Done') ORDER BY id",
+                )
+                .fetch_all(pool)
+                .await
+                .unwrap_or_default();
                 panic!(
-                    "timed out after {timeout:?} waiting for: {what}\n{}",
+                    "timed out after {timeout:?} waiting for: {what}\n--- sessions ---\n{sessions:#?}\n--- unfinished jobs ---\n{jobs:#?}\n{}",
                     self.diagnose()
                 );
             }
