@@ -144,6 +144,17 @@ impl World {
         lines[1..].to_vec()
     }
 
+    /// The local start times (`YYYY-MM-DD HH:MM`) of the occurrences Google expands for
+    /// `user`'s event of meeting time `mt` on `day` — what the student sees that day.
+    fn occurrences_on(&self, user: i64, mt: i64, day: &str) -> Vec<String> {
+        self.fake
+            .occurrences(&self.cal(user), &format!("cs{user}m{mt}"))
+            .into_iter()
+            .map(|o| o.local_start.format("%Y-%m-%d %H:%M").to_string())
+            .filter(|t| t.starts_with(day))
+            .collect()
+    }
+
     /// Google writes made since the last reset, as (method, event id).
     fn writes(&self) -> Vec<(String, String)> {
         self.fake
@@ -192,6 +203,23 @@ async fn thanksgiving_cancels_wednesday_and_friday_of_mwf_and_thursday_not_tuesd
         w.exdates(w.ana, w.algo_thu),
         vec![exdate("20261126T100000")]
     );
+    // What Google shows that week (its own expansion of the series).
+    assert!(w.occurrences_on(w.ana, w.db_wed, "2026-11-25").is_empty());
+    assert!(w.occurrences_on(w.ana, w.db_fri, "2026-11-27").is_empty());
+    assert!(w.occurrences_on(w.ana, w.algo_thu, "2026-11-26").is_empty());
+    assert_eq!(
+        w.occurrences_on(w.ana, w.db_mon, "2026-11-23"),
+        vec!["2026-11-23 09:00"]
+    );
+    assert_eq!(
+        w.occurrences_on(w.ana, w.algo_tue, "2026-11-24"),
+        vec!["2026-11-24 10:00"],
+        "the Tuesday class still happens"
+    );
+    assert_eq!(
+        w.occurrences_on(w.ana, w.db_wed, "2026-12-02"),
+        vec!["2026-12-02 09:00"]
+    );
     // The series itself is unchanged: first occurrence, zone, RRULE.
     let ev = w.event(w.ana, &format!("cs{}m{}", w.ana, w.db_wed));
     assert_eq!(ev["start"]["dateTime"], "2026-09-02T13:00:00Z");
@@ -219,6 +247,16 @@ async fn a_holiday_after_the_november_dst_change_keeps_the_local_time(pool: PgPo
     let ev = w.event(w.ana, &format!("cs{}m{}", w.ana, w.db_mon));
     assert_eq!(ev["start"]["dateTime"], "2026-08-31T13:00:00Z");
     assert_eq!(w.exdates(w.ana, w.db_mon), vec![exdate("20261102T090000")]);
+    assert!(w.occurrences_on(w.ana, w.db_mon, "2026-11-02").is_empty());
+    // The Mondays around it keep 09:00 local, before and after the change.
+    assert_eq!(
+        w.occurrences_on(w.ana, w.db_mon, "2026-10-26"),
+        vec!["2026-10-26 09:00"]
+    );
+    assert_eq!(
+        w.occurrences_on(w.ana, w.db_mon, "2026-11-09"),
+        vec!["2026-11-09 09:00"]
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -237,6 +275,14 @@ async fn an_evening_class_on_a_holiday_is_excluded_by_its_local_date(pool: PgPoo
     assert_eq!(
         w.exdates(w.ben, w.night_thu),
         vec![exdate("20261126T190000")]
+    );
+    assert!(
+        w.occurrences_on(w.ben, w.night_thu, "2026-11-26")
+            .is_empty()
+    );
+    assert_eq!(
+        w.occurrences_on(w.ben, w.night_thu, "2026-11-19"),
+        vec!["2026-11-19 19:00"]
     );
 }
 
@@ -275,10 +321,16 @@ async fn removing_a_holiday_restores_the_occurrence_on_the_next_sync(pool: PgPoo
     .await;
     w.sync(w.ana).await;
     assert_eq!(w.exdates(w.ana, w.db_mon), vec![exdate("20260907T090000")]);
+    assert!(w.occurrences_on(w.ana, w.db_mon, "2026-09-07").is_empty());
     w.fake.reset_calls();
     w.exec("DELETE FROM academic_calendar_events").await;
     let report = w.sync(w.ana).await;
     assert_eq!(w.exdates(w.ana, w.db_mon), Vec::<String>::new());
+    assert_eq!(
+        w.occurrences_on(w.ana, w.db_mon, "2026-09-07"),
+        vec!["2026-09-07 09:00"],
+        "the Labor Day class is back"
+    );
     // Only the Monday event changed: one update, no delete, no re-create.
     assert_eq!(
         w.writes(),
