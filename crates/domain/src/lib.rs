@@ -7,7 +7,11 @@
 //! * [`academic`]: the academic calendar in that mapping (cancelled classes, final exams,
 //!   published holidays and breaks).
 //! * [`tracking`]: the change-tracking declaration (`calsync.tracked_columns`).
-//! * [`credentials`]: per-user Google OAuth credentials.
+//! * [`credentials`]: per-user Google OAuth credentials, stored as sealed or encrypted
+//!   envelopes.
+//! * [`settings`]: the deployment's calendar mode and installation id.
+//! * [`owned_calendars`]: calendars calsync provisions (service-account modes), and
+//!   [`cleanup`]: the queue of calendars to clean up.
 //! * [`queue`]: enqueueing `SyncUserJob`s, the nightly fan-out, retry/discard of jobs.
 //! * [`jobs`], [`user_list`], [`audit`]: the operators' read side (job list and detail,
 //!   user list, audit log) the dashboard renders.
@@ -16,13 +20,16 @@
 
 pub mod academic;
 pub mod audit;
+pub mod cleanup;
 pub mod credentials;
 pub mod dashboard_sessions;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod owned_calendars;
 pub mod queue;
 pub mod schedule;
+pub mod settings;
 pub mod tracking;
 pub mod user_list;
 pub mod users;
