@@ -60,6 +60,10 @@ pub enum Command {
     Prune(PruneArgs),
     /// Serve the jobs dashboard.
     Dashboard(DashboardArgs),
+    /// Stored Google credentials: register a sealing key, re-encrypt under a new key, status.
+    Credentials(CredentialsArgs),
+    /// Delete calendars no user uses any more (calsync's events, or calendars calsync owns).
+    Cleanup(Box<CleanupArgs>),
     /// One-command demo: Postgres, a seeded university, the fake Google API, a nightly
     /// sync, and the dashboard.
     #[cfg(feature = "dev-tools")]
@@ -300,6 +304,44 @@ pub struct WorkerArgs {
     pub dashboard: DashboardAuthArgs,
 }
 
+/// `calsync credentials`.
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    #[command(subcommand)]
+    pub command: CredentialsCommand,
+}
+
+/// `calsync credentials …`.
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Register the OpenPGP public key the database seals incoming tokens with.
+    AddSealingKey {
+        /// ASCII-armored public key file (`gpg --armor --export`).
+        public_key_file: std::path::PathBuf,
+    },
+    /// Re-encrypt every stored credential under the first key of CALSYNC_CREDENTIALS_KEYS,
+    /// online, in batches (also encrypts sealed and legacy plain rows).
+    RotateKey {
+        /// Rows per batch.
+        #[arg(long, default_value_t = 500)]
+        batch_size: i64,
+        #[command(flatten)]
+        auth: AuthArgs,
+    },
+    /// How stored refresh tokens are protected, and the registered sealing keys.
+    Status,
+}
+
+/// `calsync cleanup`.
+#[derive(Debug, Clone, Args)]
+pub struct CleanupArgs {
+    /// List exactly what a real run would delete, and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub google: GoogleArgs,
+}
+
 /// `calsync nightly`.
 #[derive(Debug, Clone, Args)]
 pub struct NightlyArgs {
@@ -392,6 +434,18 @@ pub struct DemoArgs {
     /// Exit after the nightly sync instead of serving the dashboard.
     #[arg(long)]
     pub exit_after_sync: bool,
+    /// service-account (default): calsync's service account provisions every student's
+    /// calendar; oauth: students bring calendars and refresh tokens (the per-user mode).
+    #[arg(long, value_enum, default_value_t = DemoAuthMode::ServiceAccount)]
+    pub auth_mode: DemoAuthMode,
+}
+
+/// How the demo's students get their calendars.
+#[cfg(feature = "dev-tools")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoAuthMode {
+    ServiceAccount,
+    Oauth,
 }
 
 /// `calsync bench`.

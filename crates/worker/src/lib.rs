@@ -27,6 +27,7 @@ pub mod http;
 pub mod job;
 pub mod nightly;
 pub mod provision;
+pub mod rotation;
 pub mod runtime;
 pub mod sync;
 pub mod telemetry;
@@ -88,6 +89,19 @@ pub fn build_engine(
         }
     };
     Ok(engine)
+}
+
+/// The service account whose calendar list cleanup sweeps for stray calendars
+/// (service-account mode only: with delegation calendars live in students' accounts).
+pub fn sweep_as(settings: &config::SyncSettings) -> Option<String> {
+    match &settings.auth {
+        config::GoogleAuth::ServiceAccount {
+            key,
+            delegate: false,
+            ..
+        } => Some(key.client_email.clone()),
+        _ => None,
+    }
 }
 
 /// Tell the database which calendar mode this process runs in (SQL's due condition and
