@@ -269,6 +269,12 @@ async fn many_concurrent_syncs_share_one_token_request(pool: PgPool) {
     }
     let fake = FakeGoogle::start().await.unwrap();
     let settings = service_account(&fake, false);
+    // Each running sync holds a connection for its lock: a pool like a worker's.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(30)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
     let engine = std::sync::Arc::new(engine(&pool, &settings).await);
     let syncs = ids.iter().map(|id| {
         let engine = engine.clone();
