@@ -194,13 +194,12 @@ pub async fn unseal(
     sealed_base64: &str,
     private_key_armored: &Secret,
 ) -> Result<Option<Secret>, DomainError> {
-    let res: Result<String, sqlx::Error> = sqlx::query_scalar(
-        "SELECT pgp_pub_decrypt(decode($1, 'base64'), dearmor($2))",
-    )
-    .bind(sealed_base64)
-    .bind(private_key_armored.expose())
-    .fetch_one(db)
-    .await;
+    let res: Result<String, sqlx::Error> =
+        sqlx::query_scalar("SELECT pgp_pub_decrypt(decode($1, 'base64'), dearmor($2))")
+            .bind(sealed_base64)
+            .bind(private_key_armored.expose())
+            .fetch_one(db)
+            .await;
     match res {
         Ok(token) => Ok(Some(Secret(token))),
         // pgcrypto: wrong key, corrupt data, not a PGP message (SQLSTATE 39000).
@@ -232,15 +231,16 @@ pub async fn add_sealing_key(
     }
     let mut tx = pool.begin().await?;
     // Sealing a probe proves pgcrypto can use the key (RSA or Elgamal with an encryption key).
-    let key_id: Result<String, sqlx::Error> = sqlx::query_scalar(
-        "SELECT pgp_key_id(pgp_pub_encrypt('probe', dearmor($1)))",
-    )
-    .bind(public_key_armored)
-    .fetch_one(&mut *tx)
-    .await;
+    let key_id: Result<String, sqlx::Error> =
+        sqlx::query_scalar("SELECT pgp_key_id(pgp_pub_encrypt('probe', dearmor($1)))")
+            .bind(public_key_armored)
+            .fetch_one(&mut *tx)
+            .await;
     let key_id = match key_id {
         Ok(id) => id,
-        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("39000" | "22023" | "22000")) => {
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("39000" | "22023" | "22000")) =>
+        {
             return Err(DomainError::InvalidInput(format!(
                 "not a usable OpenPGP public key ({}); pgcrypto needs an RSA (or Elgamal) encryption key",
                 e.message()

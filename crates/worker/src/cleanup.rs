@@ -308,11 +308,9 @@ impl Cleaner {
                     if matches!(p.action, Action::Skip { .. }) {
                         report.skipped += 1;
                     }
-                    report.events_deleted.extend(
-                        removed
-                            .into_iter()
-                            .map(|e| (p.calendar_id.clone(), e)),
-                    );
+                    report
+                        .events_deleted
+                        .extend(removed.into_iter().map(|e| (p.calendar_id.clone(), e)));
                 }
                 Err(e) => {
                     tracing::warn!(calendar_id = %p.calendar_id, error = %e, "cleanup of a calendar failed; retried next pass");

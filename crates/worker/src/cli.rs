@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
     self, ApiToken, CATCH_UP_WINDOW, ConfigError, CronConfig, DashboardSettings, DatabaseConfig,
-    DatabaseUrl, GoogleAuth, GoogleSettings, LogFormat, LoggingConfig, NightlySchedule, SyncSettings,
-    WorkerConfig, positive_rate,
+    DatabaseUrl, GoogleAuth, GoogleSettings, LogFormat, LoggingConfig, NightlySchedule,
+    SyncSettings, WorkerConfig, positive_rate,
 };
 
 /// calsync: keeps students' course schedules in Google Calendar.
@@ -161,7 +161,11 @@ pub struct AuthArgs {
     #[arg(long, env = "CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY_FILE")]
     pub google_service_account_key_file: Option<std::path::PathBuf>,
     /// Service-account JSON key itself (instead of a file).
-    #[arg(long, env = "CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY",
+        hide_env_values = true
+    )]
     pub google_service_account_key: Option<String>,
     /// Name of the course calendars calsync creates.
     #[arg(long, env = "CALSYNC_CALENDAR_SUMMARY", default_value = "Courses")]
@@ -213,11 +217,19 @@ impl AuthArgs {
     /// The authentication settings, validated.
     pub fn into_auth(self, school_time_zone: chrono_tz::Tz) -> Result<GoogleAuth, ConfigError> {
         let delegate = match self.google_auth_mode {
-            AuthModeArg::Oauth => return Ok(GoogleAuth::Oauth { vault: self.vault()? }),
+            AuthModeArg::Oauth => {
+                return Ok(GoogleAuth::Oauth {
+                    vault: self.vault()?,
+                });
+            }
             AuthModeArg::ServiceAccount => false,
             AuthModeArg::Delegated => true,
         };
-        let mode = if delegate { "delegated" } else { "service-account" };
+        let mode = if delegate {
+            "delegated"
+        } else {
+            "service-account"
+        };
         let json = config::secret_from(
             "CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY_FILE",
             self.google_service_account_key,

@@ -122,7 +122,10 @@ async fn credentials(url: DatabaseUrl, args: CredentialsArgs) -> anyhow::Result<
                 r.reencrypted,
                 vault.active_key_id().unwrap_or_default(),
                 if r.changed_meanwhile > 0 {
-                    format!(" ({} changed by a running sync meanwhile)", r.changed_meanwhile)
+                    format!(
+                        " ({} changed by a running sync meanwhile)",
+                        r.changed_meanwhile
+                    )
                 } else {
                     String::new()
                 }

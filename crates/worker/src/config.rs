@@ -329,7 +329,9 @@ impl GoogleAuth {
         use calsync_domain::settings::CalendarMode;
         match self {
             GoogleAuth::Oauth { .. } => CalendarMode::UserOauth,
-            GoogleAuth::ServiceAccount { delegate: false, .. } => CalendarMode::ServiceAccount,
+            GoogleAuth::ServiceAccount {
+                delegate: false, ..
+            } => CalendarMode::ServiceAccount,
             GoogleAuth::ServiceAccount { delegate: true, .. } => CalendarMode::Delegated,
         }
     }

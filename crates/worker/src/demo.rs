@@ -139,7 +139,12 @@ pub async fn run(url: DatabaseUrl, args: DemoArgs) -> anyhow::Result<ExitCode> {
         counts.due, counts.needs_reauth, counts.calendar_missing
     );
     if service_account {
-        let count = |m: &str| calls.iter().filter(|c| c.method == m && c.status < 300).count();
+        let count = |m: &str| {
+            calls
+                .iter()
+                .filter(|c| c.method == m && c.status < 300)
+                .count()
+        };
         println!(
             "calendars provisioned: {} created (calendars.insert) and shared with their student (acl.insert: {}), by {}",
             count("calendars.insert"),
@@ -237,7 +242,9 @@ async fn seed(
     let seeded = seed.insert(&mut tx).await?;
     if service_account {
         // Students have no calendar yet: the sync provisions one for each.
-        sqlx::query("DELETE FROM google_credentials").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM google_credentials")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE users SET google_course_calendar_id = NULL")
             .execute(&mut *tx)
             .await?;

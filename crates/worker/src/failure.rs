@@ -134,7 +134,10 @@ mod tests {
             decide(retryable(Some(HOUR)), 3, 8, U),
             Decision::Retry { after: Some(HOUR) }
         );
-        assert_eq!(decide(retryable(Some(HOUR)), 8, 8, U), Decision::OutOfAttempts);
+        assert_eq!(
+            decide(retryable(Some(HOUR)), 8, 8, U),
+            Decision::OutOfAttempts
+        );
         assert_eq!(
             decide(retryable(Some(HOUR)), 3, 8, U).outcome(),
             AttemptOutcome::Retry {
@@ -162,11 +165,19 @@ mod tests {
     fn what_only_the_student_can_fix_sets_their_status_whatever_the_attempt() {
         for attempt in [1, 8, 100] {
             let d = decide(
-                ErrorClass::NeedsUser(UserAction::Reauthenticate), attempt, 8, U);
+                ErrorClass::NeedsUser(UserAction::Reauthenticate),
+                attempt,
+                8,
+                U,
+            );
             assert_eq!(d, Decision::NeedsUser(SyncStatus::NeedsReauth));
             assert!(d.kills_job());
             let d = decide(
-                ErrorClass::NeedsUser(UserAction::RecreateCalendar), attempt, 8, U);
+                ErrorClass::NeedsUser(UserAction::RecreateCalendar),
+                attempt,
+                8,
+                U,
+            );
             assert_eq!(
                 d.outcome(),
                 AttemptOutcome::Final {
@@ -198,14 +209,22 @@ mod tests {
             decide(gone, 1, 8, Calendars::Provisioned),
             Decision::Retry { after: None }
         );
-        assert_eq!(decide(gone, 8, 8, Calendars::Provisioned), Decision::OutOfAttempts);
+        assert_eq!(
+            decide(gone, 8, 8, Calendars::Provisioned),
+            Decision::OutOfAttempts
+        );
         assert_eq!(
             decide(gone, 1, 8, Calendars::UserOwned),
             Decision::NeedsUser(SyncStatus::CalendarMissing)
         );
         // Re-authentication means the same in both modes.
         assert_eq!(
-            decide(ErrorClass::NeedsUser(UserAction::Reauthenticate), 1, 8, Calendars::Provisioned),
+            decide(
+                ErrorClass::NeedsUser(UserAction::Reauthenticate),
+                1,
+                8,
+                Calendars::Provisioned
+            ),
             Decision::NeedsUser(SyncStatus::NeedsReauth)
         );
     }

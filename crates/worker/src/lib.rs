@@ -12,9 +12,9 @@
 //! (`cargo build --release --no-default-features -p calsync-worker`).
 
 pub mod backend;
-pub mod cleanup;
 #[cfg(feature = "dev-tools")]
 pub mod bench;
+pub mod cleanup;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -57,9 +57,8 @@ pub fn build_engine(
     let google = |e: google::GoogleError| SetupError::Google(e.to_string());
     let engine = match &settings.auth {
         config::GoogleAuth::Oauth { vault } => {
-            let backend =
-                google::GoogleBackend::oauth(google_config, pool.clone(), vault.clone())
-                    .map_err(google)?;
+            let backend = google::GoogleBackend::oauth(google_config, pool.clone(), vault.clone())
+                .map_err(google)?;
             sync::SyncEngine::new(
                 pool.clone(),
                 std::sync::Arc::new(backend),

@@ -234,7 +234,9 @@ impl TickKeeper {
                 deferred = r.deferred,
                 "calendar cleanup pass"
             ),
-            Err(e) => tracing::warn!(error = %e, "calendar cleanup pass failed; the next pass tries again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "calendar cleanup pass failed; the next pass tries again")
+            }
         }
     }
 

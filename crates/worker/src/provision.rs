@@ -112,7 +112,11 @@ impl Provisioner {
                     .await?
                     .into_iter()
                     .filter(|c| Some(c.id.as_str()) != previous)
-                    .find(|c| c.description.as_deref().is_some_and(|d| d.contains(&marker)));
+                    .find(|c| {
+                        c.description
+                            .as_deref()
+                            .is_some_and(|d| d.contains(&marker))
+                    });
                 let id = match found {
                     Some(c) => {
                         tracing::info!(user_id, calendar_id = %c.id,
@@ -151,8 +155,15 @@ impl Provisioner {
                 .await?;
             owned_calendars::mark_shared(&self.pool, &calendar_id, &student).await?;
         }
-        owned_calendars::assign(&self.pool, user_id, &calendar_id, reason, previous, "calsync")
-            .await?;
+        owned_calendars::assign(
+            &self.pool,
+            user_id,
+            &calendar_id,
+            reason,
+            previous,
+            "calsync",
+        )
+        .await?;
         tracing::info!(user_id, %calendar_id, reason = reason.as_str(), "course calendar provisioned");
         Ok(calendar_id)
     }

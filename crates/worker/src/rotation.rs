@@ -39,7 +39,10 @@ pub async fn rotate(
     vault: &Vault,
     batch: i64,
 ) -> Result<RotationReport, RotationError> {
-    let active = vault.active_key_id().ok_or(RotationError::NoKeys)?.to_string();
+    let active = vault
+        .active_key_id()
+        .ok_or(RotationError::NoKeys)?
+        .to_string();
     let mut report = RotationReport::default();
     let mut after = 0i64;
     // Rows a concurrent sync changed are picked up by another round (a few at most).

@@ -223,9 +223,15 @@ impl SyncEngine {
                 (Some(c), _) => c,
                 (None, Some(p)) => {
                     // No calendar yet: provision one, then sync it in this same job.
-                    p.provision(s.as_mut(), user_id, &snap.user.email, ProvisionReason::New, None)
-                        .await
-                        .map_err(|e| self.provision_error(user_id, e))?;
+                    p.provision(
+                        s.as_mut(),
+                        user_id,
+                        &snap.user.email,
+                        ProvisionReason::New,
+                        None,
+                    )
+                    .await
+                    .map_err(|e| self.provision_error(user_id, e))?;
                     report.provisioned = Some(ProvisionReason::New.as_str());
                     report.passes -= 1;
                     continue;

@@ -21,7 +21,10 @@ use aes_gcm::{
     aead::{Aead, KeyInit, Payload},
 };
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
-use calsync_domain::{DomainError, credentials::{self, Secret}};
+use calsync_domain::{
+    DomainError,
+    credentials::{self, Secret},
+};
 use sqlx::PgPool;
 
 const PREFIX: &str = "calsync:v1:";
@@ -97,10 +100,14 @@ impl Keyring {
             let bytes = B64
                 .decode(b64.trim())
                 .map_err(|_| KeyringError::Malformed(kid.to_string()))?;
-            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyringError::WrongLength {
-                kid: kid.to_string(),
-                len: bytes.len(),
-            })?;
+            let key: [u8; 32] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| KeyringError::WrongLength {
+                        kid: kid.to_string(),
+                        len: bytes.len(),
+                    })?;
             if keys.insert(kid.to_string(), key).is_some() {
                 return Err(KeyringError::Duplicate(kid.to_string()));
             }
@@ -117,7 +124,12 @@ impl Keyring {
 
 /// Never show more than the key id of a malformed key item.
 fn redacted(item: &str) -> String {
-    item.split(':').next().unwrap_or("").chars().take(20).collect()
+    item.split(':')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(20)
+        .collect()
 }
 
 /// Why a stored value could not be opened.
@@ -131,7 +143,9 @@ pub enum VaultError {
     NoKeys,
     #[error("the ciphertext does not open with key {0:?} (corrupt, or copied from another row)")]
     Corrupt(String),
-    #[error("sealed by the database, but this worker has no sealing key (CALSYNC_CREDENTIALS_SEALING_KEY_FILE)")]
+    #[error(
+        "sealed by the database, but this worker has no sealing key (CALSYNC_CREDENTIALS_SEALING_KEY_FILE)"
+    )]
     NoSealingKey,
     #[error("sealed by the database with a key this worker's sealing key does not open")]
     WrongSealingKey,
@@ -183,7 +197,9 @@ enum Kind<'a> {
 }
 
 fn parse(envelope: &str) -> Result<Parts<'_>, VaultError> {
-    let rest = envelope.strip_prefix(PREFIX).ok_or(VaultError::NotAnEnvelope)?;
+    let rest = envelope
+        .strip_prefix(PREFIX)
+        .ok_or(VaultError::NotAnEnvelope)?;
     let (token_ref, rest) = rest.split_once(':').ok_or(VaultError::NotAnEnvelope)?;
     let (kind, rest) = rest.split_once(':').ok_or(VaultError::NotAnEnvelope)?;
     let kind = match kind {
@@ -278,7 +294,8 @@ impl Vault {
                         },
                     )
                     .map_err(|_| VaultError::Corrupt(kid.to_string()))?;
-                let secret = String::from_utf8(plain).map_err(|_| VaultError::Corrupt(kid.to_string()))?;
+                let secret =
+                    String::from_utf8(plain).map_err(|_| VaultError::Corrupt(kid.to_string()))?;
                 Ok(Opened {
                     secret: Secret::new(secret),
                     stale: active != Some(kid),
@@ -337,12 +354,23 @@ mod tests {
         let short = B64.encode([1u8; 16]);
         assert_eq!(
             Keyring::parse(&format!("k:{short}")).unwrap_err(),
-            KeyringError::WrongLength { kid: "k".into(), len: 16 }
+            KeyringError::WrongLength {
+                kid: "k".into(),
+                len: 16
+            }
         );
-        let err = Keyring::parse("secretmaterialwithoutcolon").unwrap_err().to_string();
+        let err = Keyring::parse("secretmaterialwithoutcolon")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("KEY_ID:BASE64"), "{err}");
-        assert!(matches!(Keyring::parse(&format!("k:{a},k:{b}")), Err(KeyringError::Duplicate(_))));
-        assert!(matches!(Keyring::parse(&format!("k y:{a}")), Err(KeyringError::BadKeyId(_))));
+        assert!(matches!(
+            Keyring::parse(&format!("k:{a},k:{b}")),
+            Err(KeyringError::Duplicate(_))
+        ));
+        assert!(matches!(
+            Keyring::parse(&format!("k y:{a}")),
+            Err(KeyringError::BadKeyId(_))
+        ));
     }
 
     #[tokio::test]
@@ -357,10 +385,16 @@ mod tests {
         let env = old.seal(7, Column::RefreshToken, "r1", &token);
         assert!(!env.expose().contains("the-refresh-token"));
         assert_eq!(Vault::token_ref(env.expose()), "r1");
-        let o = old.open(&pool, 7, Column::RefreshToken, &env).await.unwrap();
+        let o = old
+            .open(&pool, 7, Column::RefreshToken, &env)
+            .await
+            .unwrap();
         assert_eq!(o.secret, token);
         assert!(!o.stale);
-        let o = new.open(&pool, 7, Column::RefreshToken, &env).await.unwrap();
+        let o = new
+            .open(&pool, 7, Column::RefreshToken, &env)
+            .await
+            .unwrap();
         assert_eq!(o.secret, token);
         assert!(o.stale, "k1 is no longer the active key");
         assert!(matches!(
@@ -378,7 +412,10 @@ mod tests {
         ));
         let legacy = Vault::default();
         let plain = legacy.seal(7, Column::AccessToken, "", &token);
-        let o = new.open(&pool, 7, Column::AccessToken, &plain).await.unwrap();
+        let o = new
+            .open(&pool, 7, Column::AccessToken, &plain)
+            .await
+            .unwrap();
         assert!(o.stale);
         assert!(matches!(
             legacy.open(&pool, 7, Column::RefreshToken, &env).await,

@@ -26,7 +26,11 @@ async fn a_student_without_a_calendar_gets_one_shared_with_them_and_synced_in_th
     let fake = FakeGoogle::start().await.unwrap();
     // Per-user mode: nothing to sync to.
     assert!(users::due_user_ids(&pool).await.unwrap().is_empty());
-    assert!(queue::enqueue_sync(&pool, user, "test", "test").await.is_err());
+    assert!(
+        queue::enqueue_sync(&pool, user, "test", "test")
+            .await
+            .is_err()
+    );
 
     let settings = service_account(&fake, false);
     let engine = engine(&pool, &settings).await;
@@ -59,7 +63,10 @@ async fn a_student_without_a_calendar_gets_one_shared_with_them_and_synced_in_th
             .any(|r| r["role"] == "reader" && r["scope"]["value"] == "ada@uni.edu"),
         "{rules:?}"
     );
-    assert!(fake.sharing_notifications().is_empty(), "no e-mails by default");
+    assert!(
+        fake.sharing_notifications().is_empty(),
+        "no e-mails by default"
+    );
     assert_eq!(fake.live_events(&cal).len(), 2);
     let audit = audit_actions(&pool, "calendar_provisioned").await;
     assert_eq!(audit.len(), 1);
@@ -123,29 +130,43 @@ async fn a_crash_between_create_and_record_leaves_exactly_one_calendar(pool: PgP
 
     let report = engine.sync_user(user).await.unwrap();
     assert_eq!(report.provisioned, Some("new"));
-    assert_eq!(calendar_of(&pool, user).await.as_deref(), Some(created.id.as_str()));
-    assert_eq!(fake.count_calls("calendars.insert"), 0, "adopted, not created again");
+    assert_eq!(
+        calendar_of(&pool, user).await.as_deref(),
+        Some(created.id.as_str())
+    );
+    assert_eq!(
+        fake.count_calls("calendars.insert"),
+        0,
+        "adopted, not created again"
+    );
     assert_eq!(fake.live_events(&created.id).len(), 2);
 
     // A crash after the record but before the share and the user's row: the retry
     // resumes with the recorded calendar.
     let third = student(&pool, course, "cy@uni.edu", None).await;
-    fake.add_fault(FaultRule::error(503, "backendError").times(1).method("acl.insert"));
+    fake.add_fault(
+        FaultRule::error(503, "backendError")
+            .times(1)
+            .method("acl.insert"),
+    );
     let err = engine.sync_user(third).await.unwrap_err();
     assert!(!err.is_permanent(), "{err}");
     assert_eq!(calendar_of(&pool, third).await, None);
     let report = engine.sync_user(third).await.unwrap();
     assert_eq!(report.provisioned, Some("new"));
-    let owned: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM calsync.owned_calendars WHERE user_id = $1",
-    )
-    .bind(third)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let owned: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM calsync.owned_calendars WHERE user_id = $1")
+            .bind(third)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(owned, 1);
     let cal = calendar_of(&pool, third).await.unwrap();
-    assert!(fake.acl_rules(&cal).iter().any(|r| r["scope"]["value"] == "cy@uni.edu"));
+    assert!(
+        fake.acl_rules(&cal)
+            .iter()
+            .any(|r| r["scope"]["value"] == "cy@uni.edu")
+    );
     // Three calendars in all: the adopted one, the other user's, the third user's.
     assert_eq!(
         fake.calls()
@@ -201,10 +222,19 @@ async fn a_calendar_deleted_in_google_is_replaced_and_synced_in_the_same_job(poo
     let audit = audit_actions(&pool, "calendar_provisioned").await;
     assert_eq!(audit.last().unwrap()["reason"], "replaced");
     assert_eq!(audit.last().unwrap()["previous_calendar_id"], old.as_str());
-    let old_state = owned_calendars::get(&pool, &old).await.unwrap().unwrap().state;
+    let old_state = owned_calendars::get(&pool, &old)
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
     assert_eq!(old_state, "deleted");
     // Nothing left for cleanup: the old calendar is gone already.
-    assert!(calsync_domain::cleanup::pending(&pool, 10).await.unwrap().is_empty());
+    assert!(
+        calsync_domain::cleanup::pending(&pool, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -221,7 +251,10 @@ async fn with_domain_wide_delegation_calendars_are_created_in_the_students_accou
     );
     engine.sync_user(user).await.unwrap();
     let cal = calendar_of(&pool, user).await.unwrap();
-    assert_eq!(fake.calendar_owner_email(&cal).as_deref(), Some("ada@uni.edu"));
+    assert_eq!(
+        fake.calendar_owner_email(&cal).as_deref(),
+        Some("ada@uni.edu")
+    );
     assert_eq!(fake.count_calls("acl.insert"), 0, "the student owns it");
     let calls = fake.calls();
     assert!(
@@ -254,10 +287,21 @@ async fn every_call_carries_quota_user_so_students_do_not_share_one_per_user_quo
     for id in &ids {
         engine.sync_user(*id).await.unwrap();
     }
-    let calls: Vec<_> = fake.calls().into_iter().filter(|c| c.method != "token").collect();
+    let calls: Vec<_> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method != "token")
+        .collect();
     assert!(calls.len() > 30, "{} calls", calls.len());
-    assert!(calls.iter().all(|c| c.status < 300), "no call was rate limited");
-    assert!(calls.iter().all(|c| c.principal.as_deref() == Some(SERVICE_ACCOUNT_EMAIL)));
+    assert!(
+        calls.iter().all(|c| c.status < 300),
+        "no call was rate limited"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.principal.as_deref() == Some(SERVICE_ACCOUNT_EMAIL))
+    );
 }
 
 #[sqlx::test(migrations = false)]

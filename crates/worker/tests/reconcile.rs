@@ -767,10 +767,15 @@ async fn the_google_backend_shares_a_calendar_with_the_student(pool: PgPool) {
     assert_eq!(w.fake.count_calls("acl.insert"), 1);
     let rules = w.fake.acl_rules(&w.cal);
     assert!(
-        rules.iter().any(|r| r["role"] == "reader" && r["scope"]["value"] == "s@uni.edu"),
+        rules
+            .iter()
+            .any(|r| r["role"] == "reader" && r["scope"]["value"] == "s@uni.edu"),
         "{rules:?}"
     );
-    assert!(w.fake.sharing_notifications().is_empty(), "sendNotifications=false");
+    assert!(
+        w.fake.sharing_notifications().is_empty(),
+        "sendNotifications=false"
+    );
 }
 
 // ------------------------------------------------------------------ failure policy

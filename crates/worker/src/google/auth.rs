@@ -188,7 +188,12 @@ impl TokenSource for UserRefreshTokens {
         };
         let refresh = self
             .vault
-            .open(&self.pool, user_id, Column::RefreshToken, &creds.refresh_token)
+            .open(
+                &self.pool,
+                user_id,
+                Column::RefreshToken,
+                &creds.refresh_token,
+            )
             .await
             .map_err(unreadable)?;
         let token_ref = Vault::token_ref(creds.refresh_token.expose()).to_string();
@@ -210,7 +215,8 @@ impl TokenSource for UserRefreshTokens {
             return Ok(tok.secret.clone());
         }
         if refresh.stale {
-            self.reencrypt(&creds, &token_ref, &refresh.secret, None).await;
+            self.reencrypt(&creds, &token_ref, &refresh.secret, None)
+                .await;
         }
         match self.refresh(user_id, &refresh.secret).await {
             Ok((token, expires_in)) => {

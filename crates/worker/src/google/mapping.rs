@@ -174,7 +174,9 @@ pub(crate) fn calendar_from_google(c: GCalendar, fallback_id: &str) -> Calendar 
 }
 
 /// A calendar-list entry in neutral form (`None` without an id).
-pub(crate) fn calendar_from_list_entry(c: google_calendar3::api::CalendarListEntry) -> Option<Calendar> {
+pub(crate) fn calendar_from_list_entry(
+    c: google_calendar3::api::CalendarListEntry,
+) -> Option<Calendar> {
     Some(Calendar {
         id: c.id?,
         summary: c.summary.unwrap_or_default(),

@@ -16,16 +16,16 @@ use sqlx::PgPool;
 
 pub mod auth;
 mod client;
-pub mod service_account;
 pub mod error;
 mod limiter;
 mod mapping;
+pub mod service_account;
 mod session;
 
 pub use auth::{TokenSource, UserRefreshTokens};
-pub use service_account::{ServiceAccountKey, ServiceAccountTokens};
 pub use client::GoogleClient;
 pub use error::GoogleError;
+pub use service_account::{ServiceAccountKey, ServiceAccountTokens};
 pub use session::GoogleSession;
 
 use crate::backend::{Account, BackendError, CalendarBackend, CalendarSession};

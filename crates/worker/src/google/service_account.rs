@@ -42,9 +42,13 @@ const FRESH: Duration = Duration::from_secs(30);
 /// A service-account key file that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
-    #[error("the service-account key is not JSON ({0}); expected the key file downloaded from the Google Cloud console")]
+    #[error(
+        "the service-account key is not JSON ({0}); expected the key file downloaded from the Google Cloud console"
+    )]
     NotJson(String),
-    #[error("the service-account key has no {0:?} field; expected the JSON key file of a service account")]
+    #[error(
+        "the service-account key has no {0:?} field; expected the JSON key file of a service account"
+    )]
     Missing(&'static str),
     #[error("the service-account key's \"type\" is {0:?}, expected \"service_account\"")]
     WrongType(String),
@@ -72,9 +76,8 @@ impl fmt::Debug for ServiceAccountKey {
 impl ServiceAccountKey {
     /// Parse and check a Google service-account JSON key (errors never quote the key).
     pub fn from_json(json: &str) -> Result<ServiceAccountKey, KeyError> {
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| {
-            KeyError::NotJson(format!("line {} column {}", e.line(), e.column()))
-        })?;
+        let v: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| KeyError::NotJson(format!("line {} column {}", e.line(), e.column())))?;
         let field = |name: &'static str| {
             v.get(name)
                 .and_then(|x| x.as_str())
@@ -194,11 +197,12 @@ impl ServiceAccountTokens {
         };
         let mut header = Header::new(Algorithm::RS256);
         header.kid = self.key.private_key_id.clone();
-        let assertion = jsonwebtoken::encode(&header, &claims, &self.encoding_key).map_err(|e| {
-            GoogleError::OAuthClient {
-                detail: format!("could not sign the service-account assertion: {e}"),
-            }
-        })?;
+        let assertion =
+            jsonwebtoken::encode(&header, &claims, &self.encoding_key).map_err(|e| {
+                GoogleError::OAuthClient {
+                    detail: format!("could not sign the service-account assertion: {e}"),
+                }
+            })?;
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", JWT_BEARER_GRANT)
             .append_pair("assertion", &assertion)

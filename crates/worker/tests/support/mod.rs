@@ -88,11 +88,12 @@ pub async fn engine(pool: &PgPool, settings: &SyncSettings) -> SyncEngine {
 /// A migrated database with one course (Mon and Wed 09:00-10:15); returns its id.
 pub async fn course(pool: &PgPool) -> i64 {
     calsync_domain::migrate(pool).await.unwrap();
-    let room: i64 =
-        sqlx::query_scalar("INSERT INTO rooms (building, number) VALUES ('Smith', '101') RETURNING id")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+    let room: i64 = sqlx::query_scalar(
+        "INSERT INTO rooms (building, number) VALUES ('Smith', '101') RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
     let course: i64 = sqlx::query_scalar(
         "INSERT INTO courses (title, subject, course_number, section_number, start_date, end_date) \
          VALUES ('Databases', 'CS', '340', '002', '2026-01-12', '2026-05-01') RETURNING id",
