@@ -11,7 +11,11 @@
 //! * [`templates`]: the sandboxed template engine of preferences (minijinja).
 //! * [`render`]: preferences applied to the planned events.
 //! * [`tracking`]: the change-tracking declaration (`calsync.tracked_columns`).
-//! * [`credentials`]: per-user Google OAuth credentials.
+//! * [`credentials`]: per-user Google OAuth credentials, stored as sealed or encrypted
+//!   envelopes.
+//! * [`settings`]: the deployment's calendar mode and installation id.
+//! * [`owned_calendars`]: calendars calsync provisions (service-account modes), and
+//!   [`cleanup`]: the queue of calendars to clean up.
 //! * [`queue`]: enqueueing `SyncUserJob`s, the nightly fan-out, retry/discard of jobs.
 //! * [`jobs`], [`user_list`], [`audit`]: the operators' read side (job list and detail,
 //!   user list, audit log) the dashboard renders.
@@ -20,15 +24,18 @@
 
 pub mod academic;
 pub mod audit;
+pub mod cleanup;
 pub mod credentials;
 pub mod dashboard_sessions;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod owned_calendars;
 pub mod preferences;
 pub mod queue;
 pub mod render;
 pub mod schedule;
+pub mod settings;
 pub mod templates;
 pub mod tracking;
 pub mod user_list;

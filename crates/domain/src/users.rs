@@ -56,11 +56,18 @@ const USER_COLUMNS: &str = "id, email, name, google_course_calendar_id, calendar
      last_calendar_sync_at, calendar_sync_generation, calendar_sync_status, last_sync_error, last_sync_error_at";
 
 /// The SQL condition that makes a user due for the nightly sync: flagged or never
-/// synced, with a course calendar, and not blocked on something only the student can
-/// fix (re-authentication, a deleted calendar).
-pub const DUE_CONDITION: &str = "google_course_calendar_id IS NOT NULL AND google_course_calendar_id <> '' \
-     AND (calendar_needs_sync OR last_calendar_sync_at IS NULL) \
-     AND calendar_sync_status NOT IN ('needs_reauth', 'calendar_missing')";
+/// synced, and either with a course calendar and not blocked on something only the
+/// student can fix (re-authentication, a deleted calendar), or — when calsync owns the
+/// calendars (`calsync.owns_calendars()`, service-account modes) — with an e-mail: the
+/// sync provisions or re-provisions their calendar.
+pub const DUE_CONDITION: &str = "(calendar_needs_sync OR last_calendar_sync_at IS NULL) AND ( \
+     (google_course_calendar_id IS NOT NULL AND google_course_calendar_id <> '' \
+      AND calendar_sync_status NOT IN ('needs_reauth', 'calendar_missing')) \
+     OR (calsync.owns_calendars() AND email <> ''))";
+
+/// The SQL condition of a user who has, or can be given, a course calendar.
+pub const HAS_OR_GETS_CALENDAR: &str = "((google_course_calendar_id IS NOT NULL AND google_course_calendar_id <> '') \
+     OR (calsync.owns_calendars() AND email <> ''))";
 
 /// Load one user.
 pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<User, DomainError> {
@@ -107,14 +114,14 @@ pub async fn mark_for_sync(db: impl PgExecutor<'_>, id: i64) -> Result<(), Domai
     Ok(())
 }
 
-/// Flag every user that has a course calendar, audited as `mark_all` by `actor` in the
-/// same transaction. Returns how many were flagged.
+/// Flag every user that has a course calendar (or, when calsync owns the calendars, can
+/// get one), audited as `mark_all` by `actor` in the same transaction. Returns how many
+/// were flagged.
 pub async fn mark_all_for_sync(pool: &PgPool, actor: &str) -> Result<i64, DomainError> {
     let mut tx = pool.begin().await?;
-    let flagged: i64 = sqlx::query_scalar(
-        "SELECT calsync.flag_users(ARRAY(SELECT id FROM users \
-         WHERE google_course_calendar_id IS NOT NULL AND google_course_calendar_id <> ''))",
-    )
+    let flagged: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT calsync.flag_users(ARRAY(SELECT id FROM users WHERE {HAS_OR_GETS_CALENDAR}))"
+    )))
     .fetch_one(&mut *tx)
     .await?;
     queue::audit(
@@ -350,7 +357,8 @@ pub async fn counts(db: impl PgExecutor<'_>) -> Result<UserCounts, DomainError> 
 /// them), and flagged users whose last sync failed after all retries.
 #[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
 pub struct FlaggedNotDue {
-    /// Flagged, but without a `google_course_calendar_id`: nothing to sync to.
+    /// Flagged, but without a `google_course_calendar_id`: nothing to sync to (per-user
+    /// mode; with calsync owning the calendars such users get one provisioned).
     pub no_calendar: i64,
     /// Flagged, but the student must sign in to Google again.
     pub needs_reauth: i64,
@@ -364,7 +372,8 @@ pub struct FlaggedNotDue {
 pub async fn flagged_not_due(db: impl PgExecutor<'_>) -> Result<FlaggedNotDue, DomainError> {
     Ok(sqlx::query_as::<_, FlaggedNotDue>(
         "SELECT \
-           count(*) FILTER (WHERE google_course_calendar_id IS NULL OR google_course_calendar_id = '') AS no_calendar, \
+           count(*) FILTER (WHERE (google_course_calendar_id IS NULL OR google_course_calendar_id = '') \
+                            AND NOT calsync.owns_calendars()) AS no_calendar, \
            count(*) FILTER (WHERE google_course_calendar_id <> '' AND calendar_sync_status = 'needs_reauth') AS needs_reauth, \
            count(*) FILTER (WHERE google_course_calendar_id <> '' AND calendar_sync_status = 'calendar_missing') AS calendar_missing, \
            count(*) FILTER (WHERE google_course_calendar_id <> '' AND calendar_sync_status = 'failing') AS failing \

@@ -31,6 +31,8 @@ pub struct Calendar {
     pub summary: String,
     /// IANA time zone name, when the provider reports one.
     pub time_zone: Option<String>,
+    /// The description (where calsync keeps the marker of a calendar it created).
+    pub description: Option<String>,
 }
 
 /// A calendar to create.
@@ -233,6 +235,8 @@ pub trait CalendarSession: Send {
     async fn create_calendar(&mut self, calendar: &NewCalendar) -> Result<Calendar, BackendError>;
     /// Delete a calendar and its events.
     async fn delete_calendar(&mut self, calendar_id: &str) -> Result<Deleted, BackendError>;
+    /// Every calendar in the session principal's calendar list (all pages).
+    async fn list_calendars(&mut self) -> Result<Vec<Calendar>, BackendError>;
     /// Share a calendar with one person.
     async fn share_calendar(
         &mut self,

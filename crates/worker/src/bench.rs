@@ -414,6 +414,9 @@ async fn sync_throughput(pool: &PgPool, users: i64) -> anyhow::Result<Vec<Row>> 
             request_timeout: Duration::from_secs(30),
         },
         school_time_zone: chrono_tz::America::New_York,
+        auth: crate::config::GoogleAuth::Oauth {
+            vault: crate::vault::Vault::default(),
+        },
     };
     let engine = Arc::new(crate::build_engine(pool, &settings)?);
     let user_ids: Vec<i64> = ids.iter().map(|(id, _)| *id).collect();

@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
     self, ApiToken, CATCH_UP_WINDOW, ConfigError, CronConfig, DashboardSettings, DatabaseConfig,
-    DatabaseUrl, GoogleSettings, LogFormat, LoggingConfig, NightlySchedule, SyncSettings,
-    WorkerConfig, positive_rate,
+    DatabaseUrl, GoogleAuth, GoogleSettings, LogFormat, LoggingConfig, NightlySchedule,
+    SyncSettings, WorkerConfig, positive_rate,
 };
 
 /// calsync: keeps students' course schedules in Google Calendar.
@@ -60,6 +60,10 @@ pub enum Command {
     Prune(PruneArgs),
     /// Serve the jobs dashboard.
     Dashboard(DashboardArgs),
+    /// Stored Google credentials: register a sealing key, re-encrypt under a new key, status.
+    Credentials(CredentialsArgs),
+    /// Delete calendars no user uses any more (calsync's events, or calendars calsync owns).
+    Cleanup(Box<CleanupArgs>),
     /// One-command demo: Postgres, a seeded university, the fake Google API, a nightly
     /// sync, and the dashboard.
     #[cfg(feature = "dev-tools")]
@@ -126,6 +130,135 @@ pub struct GoogleArgs {
         default_value = "America/New_York"
     )]
     pub school_time_zone: chrono_tz::Tz,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Who owns course calendars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthModeArg {
+    /// Per-user OAuth refresh tokens from google_credentials (calendars made by another app).
+    Oauth,
+    /// A service account owns every course calendar and shares it with the student.
+    ServiceAccount,
+    /// The service account acts as each student (domain-wide delegation); calendars live in the student's account.
+    Delegated,
+}
+
+/// The ACL role students get on calendars calsync shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShareRoleArg {
+    FreeBusyReader,
+    Reader,
+    Writer,
+}
+
+/// How calsync authenticates to Google and protects stored credentials.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Who owns course calendars: oauth (per-user tokens), service-account, delegated.
+    #[arg(long, env = "CALSYNC_GOOGLE_AUTH_MODE", value_enum, default_value_t = AuthModeArg::Oauth)]
+    pub google_auth_mode: AuthModeArg,
+    /// Service-account JSON key file (service-account and delegated modes).
+    #[arg(long, env = "CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY_FILE")]
+    pub google_service_account_key_file: Option<std::path::PathBuf>,
+    /// Service-account JSON key itself (instead of a file).
+    #[arg(
+        long,
+        env = "CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY",
+        hide_env_values = true
+    )]
+    pub google_service_account_key: Option<String>,
+    /// Name of the course calendars calsync creates.
+    #[arg(long, env = "CALSYNC_CALENDAR_SUMMARY", default_value = "Courses")]
+    pub calendar_summary: String,
+    /// Time zone of the calendars calsync creates (default: the school's).
+    #[arg(long, env = "CALSYNC_CALENDAR_TIME_ZONE")]
+    pub calendar_time_zone: Option<chrono_tz::Tz>,
+    /// What students may do with the calendar calsync shares with them.
+    #[arg(long, env = "CALSYNC_CALENDAR_SHARE_ROLE", value_enum, default_value_t = ShareRoleArg::Reader)]
+    pub calendar_share_role: ShareRoleArg,
+    /// Let Google e-mail students when their calendar is shared with them.
+    #[arg(long, env = "CALSYNC_CALENDAR_SHARE_NOTIFY")]
+    pub calendar_share_notify: bool,
+    /// AES-256-GCM keys for stored credentials: KEY_ID:BASE64(32 bytes), comma-separated,
+    /// the first encrypts (rotation: put the new key first).
+    #[arg(long, env = "CALSYNC_CREDENTIALS_KEYS", hide_env_values = true)]
+    pub credentials_keys: Option<String>,
+    /// File with the credentials keys (one KEY_ID:BASE64 per line, the first encrypts).
+    #[arg(long, env = "CALSYNC_CREDENTIALS_KEYS_FILE")]
+    pub credentials_keys_file: Option<std::path::PathBuf>,
+    /// ASCII-armored OpenPGP private key that opens tokens the database sealed.
+    #[arg(long, env = "CALSYNC_CREDENTIALS_SEALING_KEY", hide_env_values = true)]
+    pub credentials_sealing_key: Option<String>,
+    /// File with the sealing private key.
+    #[arg(long, env = "CALSYNC_CREDENTIALS_SEALING_KEY_FILE")]
+    pub credentials_sealing_key_file: Option<std::path::PathBuf>,
+}
+
+impl AuthArgs {
+    /// The credentials vault (keys from variables or files).
+    pub fn vault(&self) -> Result<crate::vault::Vault, ConfigError> {
+        let keys = config::secret_from(
+            "CALSYNC_CREDENTIALS_KEYS_FILE",
+            self.credentials_keys.clone(),
+            self.credentials_keys_file.as_deref(),
+        )?;
+        let keyring = match keys {
+            Some(k) => crate::vault::Keyring::parse(k.expose())?,
+            None => None,
+        };
+        let sealing = config::secret_from(
+            "CALSYNC_CREDENTIALS_SEALING_KEY_FILE",
+            self.credentials_sealing_key.clone(),
+            self.credentials_sealing_key_file.as_deref(),
+        )?;
+        Ok(crate::vault::Vault::new(keyring, sealing))
+    }
+
+    /// The authentication settings, validated.
+    pub fn into_auth(self, school_time_zone: chrono_tz::Tz) -> Result<GoogleAuth, ConfigError> {
+        let delegate = match self.google_auth_mode {
+            AuthModeArg::Oauth => {
+                return Ok(GoogleAuth::Oauth {
+                    vault: self.vault()?,
+                });
+            }
+            AuthModeArg::ServiceAccount => false,
+            AuthModeArg::Delegated => true,
+        };
+        let mode = if delegate {
+            "delegated"
+        } else {
+            "service-account"
+        };
+        let json = config::secret_from(
+            "CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY_FILE",
+            self.google_service_account_key,
+            self.google_service_account_key_file.as_deref(),
+        )?
+        .ok_or(ConfigError::NoServiceAccountKey(mode))?;
+        let key = crate::google::ServiceAccountKey::from_json(json.expose())?;
+        let share_role = match self.calendar_share_role {
+            ShareRoleArg::FreeBusyReader => crate::backend::AccessRole::FreeBusyReader,
+            ShareRoleArg::Reader => crate::backend::AccessRole::Reader,
+            ShareRoleArg::Writer => crate::backend::AccessRole::Writer,
+        };
+        Ok(GoogleAuth::ServiceAccount {
+            key,
+            delegate,
+            provisioning: crate::provision::ProvisionSettings {
+                summary: self.calendar_summary,
+                time_zone: self
+                    .calendar_time_zone
+                    .unwrap_or(school_time_zone)
+                    .name()
+                    .to_string(),
+                share_role,
+                notify: self.calendar_share_notify,
+            },
+        })
+    }
 }
 
 /// `calsync worker`.
@@ -183,6 +316,44 @@ pub struct WorkerArgs {
     pub google: GoogleArgs,
     #[command(flatten)]
     pub dashboard: DashboardAuthArgs,
+}
+
+/// `calsync credentials`.
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    #[command(subcommand)]
+    pub command: CredentialsCommand,
+}
+
+/// `calsync credentials …`.
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Register the OpenPGP public key the database seals incoming tokens with.
+    AddSealingKey {
+        /// ASCII-armored public key file (`gpg --armor --export`).
+        public_key_file: std::path::PathBuf,
+    },
+    /// Re-encrypt every stored credential under the first key of CALSYNC_CREDENTIALS_KEYS,
+    /// online, in batches (also encrypts sealed and legacy plain rows).
+    RotateKey {
+        /// Rows per batch.
+        #[arg(long, default_value_t = 500)]
+        batch_size: i64,
+        #[command(flatten)]
+        auth: AuthArgs,
+    },
+    /// How stored refresh tokens are protected, and the registered sealing keys.
+    Status,
+}
+
+/// `calsync cleanup`.
+#[derive(Debug, Clone, Args)]
+pub struct CleanupArgs {
+    /// List exactly what a real run would delete, and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub google: GoogleArgs,
 }
 
 /// `calsync nightly`.
@@ -277,6 +448,18 @@ pub struct DemoArgs {
     /// Exit after the nightly sync instead of serving the dashboard.
     #[arg(long)]
     pub exit_after_sync: bool,
+    /// service-account (default): calsync's service account provisions every student's
+    /// calendar; oauth: students bring calendars and refresh tokens (the per-user mode).
+    #[arg(long, value_enum, default_value_t = DemoAuthMode::ServiceAccount)]
+    pub auth_mode: DemoAuthMode,
+}
+
+/// How the demo's students get their calendars.
+#[cfg(feature = "dev-tools")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoAuthMode {
+    ServiceAccount,
+    Oauth,
 }
 
 /// `calsync bench`.
@@ -343,6 +526,7 @@ impl GoogleArgs {
                 project_rps: positive_rate("CALSYNC_GOOGLE_PROJECT_RPS", self.google_project_rps)?,
                 request_timeout: Duration::from_secs(self.google_timeout_secs.max(1)),
             },
+            auth: self.auth.into_auth(self.school_time_zone)?,
             school_time_zone: self.school_time_zone,
         })
     }

@@ -6,6 +6,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
 use calsync_domain::{
+    credentials,
     queue::{self, JobState, RunTrigger},
     users,
 };
@@ -13,7 +14,10 @@ use chrono::Utc;
 use sqlx::PgPool;
 
 use crate::{
-    cli::{Cli, Command, NightlyArgs, StatusArgs, SyncUserArgs},
+    cli::{
+        CleanupArgs, Cli, Command, CredentialsArgs, CredentialsCommand, NightlyArgs, StatusArgs,
+        SyncUserArgs,
+    },
     config::{DashboardSettings, DatabaseConfig, DatabaseUrl, WorkerConfig},
     database::{connect, connect_migrated},
     nightly::run_pass,
@@ -51,6 +55,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Credentials(args) => credentials(url?, args).await,
+        Command::Cleanup(args) => cleanup(url?, *args).await,
         Command::Dashboard(args) => {
             let (db, settings) = args.into_config(url?);
             dashboard(db, settings).await
@@ -82,6 +88,7 @@ async fn cli_pool(url: DatabaseUrl) -> anyhow::Result<PgPool> {
 async fn worker(config: WorkerConfig) -> anyhow::Result<ExitCode> {
     let pool = connect_migrated(&config.database).await?;
     let engine = crate::build_engine(&pool, &config.sync)?;
+    crate::announce_calendar_mode(&pool, &config.sync, "worker").await?;
     let (trigger, shutdown) = Shutdown::new();
     let started = Runtime {
         pool,
@@ -94,6 +101,101 @@ async fn worker(config: WorkerConfig) -> anyhow::Result<ExitCode> {
     termination_signal().await;
     trigger.trigger();
     started.done.await.context("worker runtime panicked")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn credentials(url: DatabaseUrl, args: CredentialsArgs) -> anyhow::Result<ExitCode> {
+    let pool = cli_pool(url).await?;
+    match args.command {
+        CredentialsCommand::AddSealingKey { public_key_file } => {
+            let key = std::fs::read_to_string(&public_key_file)
+                .with_context(|| format!("reading {}", public_key_file.display()))?;
+            let id = credentials::add_sealing_key(&pool, &key, "cli").await?;
+            println!(
+                "sealing key {id} registered: new tokens written to google_credentials are sealed with it"
+            );
+        }
+        CredentialsCommand::RotateKey { batch_size, auth } => {
+            let vault = auth.vault()?;
+            let r = crate::rotation::rotate(&pool, &vault, batch_size.max(1)).await?;
+            println!(
+                "re-encrypted {} credentials under key {}{}",
+                r.reencrypted,
+                vault.active_key_id().unwrap_or_default(),
+                if r.changed_meanwhile > 0 {
+                    format!(
+                        " ({} changed by a running sync meanwhile)",
+                        r.changed_meanwhile
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            if !r.unreadable.is_empty() {
+                println!(
+                    "{} rows could not be decrypted with the configured keys (users {:?}); they are left as they are",
+                    r.unreadable.len(),
+                    r.unreadable
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        CredentialsCommand::Status => {
+            let c = credentials::envelope_counts(&pool).await?;
+            println!("refresh tokens encrypted by calsync: {}", c.encrypted);
+            println!("sealed by the database, not yet re-encrypted: {}", c.sealed);
+            println!("legacy plain tokens: {}", c.plain);
+            let keys = credentials::sealing_keys(&pool).await?;
+            if keys.is_empty() {
+                println!(
+                    "no sealing key registered: `calsync credentials add-sealing-key FILE` (until then tokens written to google_credentials stay plain)"
+                );
+            }
+            for (i, k) in keys.iter().enumerate() {
+                println!(
+                    "sealing key {}{} (registered {} by {})",
+                    k.key_id,
+                    if i == 0 { " (in use)" } else { "" },
+                    k.created_at,
+                    k.created_by
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cleanup(url: DatabaseUrl, args: CleanupArgs) -> anyhow::Result<ExitCode> {
+    let pool = cli_pool(url).await?;
+    let settings = args.google.into_settings()?;
+    let engine = crate::build_engine(&pool, &settings)?;
+    let cleaner = crate::cleanup::Cleaner::new(pool, engine.backend(), crate::sweep_as(&settings));
+    if args.dry_run {
+        let plan = cleaner.plan().await?;
+        if plan.is_empty() {
+            println!("nothing to clean up");
+        }
+        for p in &plan {
+            for line in p.describe() {
+                println!("{line}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = cleaner.run("cli").await?;
+    for c in &r.calendars_deleted {
+        println!("deleted calendar {c}");
+    }
+    for (c, e) in &r.events_deleted {
+        println!("deleted event {e} from calendar {c}");
+    }
+    println!(
+        "cleanup: {} calendars deleted, {} events deleted, {} skipped, {} left for the next pass",
+        r.calendars_deleted.len(),
+        r.events_deleted.len(),
+        r.skipped,
+        r.deferred
+    );
     Ok(ExitCode::SUCCESS)
 }
 

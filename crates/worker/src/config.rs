@@ -37,6 +37,20 @@ pub enum ConfigError {
         "CALSYNC_API_TOKEN must be at least {MIN_TOKEN_LEN} characters (it is the bearer token of the enqueue API); unset it to accept loopback callers only"
     )]
     WeakApiToken,
+    #[error("{0}")]
+    Credentials(#[from] crate::vault::KeyringError),
+    #[error("service-account key: {0}")]
+    ServiceAccountKey(#[from] crate::google::service_account::KeyError),
+    #[error("could not read {what} from {path}: {error}")]
+    ReadFile {
+        what: &'static str,
+        path: String,
+        error: String,
+    },
+    #[error(
+        "CALSYNC_GOOGLE_AUTH_MODE={0} needs a service-account key: set CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY_FILE (or CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY)"
+    )]
+    NoServiceAccountKey(&'static str),
     #[error("{option} must be {rule}, got {value}")]
     OutOfRange {
         option: &'static str,
@@ -294,12 +308,62 @@ pub fn positive_rate(option: &'static str, value: f64) -> Result<f64, ConfigErro
     }
 }
 
-/// What the sync engine needs: the Google client and the school's time zone.
+/// How calsync authenticates to Google, and so who owns the course calendars.
+#[derive(Debug, Clone)]
+pub enum GoogleAuth {
+    /// Per-user OAuth (the default): each student's refresh token from
+    /// `google_credentials`, opened with these keys.
+    Oauth { vault: crate::vault::Vault },
+    /// A service account owns every course calendar and shares it with the student
+    /// (`delegate`: it acts as each student instead, with domain-wide delegation).
+    ServiceAccount {
+        key: crate::google::ServiceAccountKey,
+        delegate: bool,
+        provisioning: crate::provision::ProvisionSettings,
+    },
+}
+
+impl GoogleAuth {
+    /// The calendar mode the database is told about.
+    pub fn calendar_mode(&self) -> calsync_domain::settings::CalendarMode {
+        use calsync_domain::settings::CalendarMode;
+        match self {
+            GoogleAuth::Oauth { .. } => CalendarMode::UserOauth,
+            GoogleAuth::ServiceAccount {
+                delegate: false, ..
+            } => CalendarMode::ServiceAccount,
+            GoogleAuth::ServiceAccount { delegate: true, .. } => CalendarMode::Delegated,
+        }
+    }
+}
+
+/// What the sync engine needs: the Google client, the school's time zone, and how it
+/// authenticates.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
     pub google: GoogleSettings,
     /// Class times are wall-clock times in this zone.
     pub school_time_zone: chrono_tz::Tz,
+    pub auth: GoogleAuth,
+}
+
+/// Read a secret from a file or take it from a variable (the file wins when both are
+/// set). Errors name the path, never the content.
+pub fn secret_from(
+    what: &'static str,
+    value: Option<String>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<Secret>, ConfigError> {
+    if let Some(path) = file {
+        return std::fs::read_to_string(path)
+            .map(|s| Some(Secret::new(s)))
+            .map_err(|e| ConfigError::ReadFile {
+                what,
+                path: path.display().to_string(),
+                error: e.to_string(),
+            });
+    }
+    Ok(value.filter(|v| !v.trim().is_empty()).map(Secret::new))
 }
 
 // -------------------------------------------------------------------------- worker

@@ -11,7 +11,7 @@ use clap::Parser;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::{
-    cli::{Cli, Command, DemoArgs},
+    cli::{Cli, Command, DemoArgs, DemoAuthMode},
     config::{DatabaseConfig, DatabaseUrl},
     database::connect,
     nightly::run_pass,
@@ -42,10 +42,11 @@ pub async fn run(url: DatabaseUrl, args: DemoArgs) -> anyhow::Result<ExitCode> {
         "seeding a university: {} students, {} courses",
         args.students, args.courses
     ));
-    seed(&pool, &fake, args.students, args.courses).await?;
+    let service_account = args.auth_mode == DemoAuthMode::ServiceAccount;
+    seed(&pool, &fake, args.students, args.courses, service_account).await?;
 
     let admin_token = format!("demo-{:016x}", rand::random::<u64>());
-    let cli = Cli::try_parse_from([
+    let mut argv = vec![
         "calsync".to_string(),
         "worker".into(),
         format!("--concurrency={DEMO_CONCURRENCY}"),
@@ -60,12 +61,27 @@ pub async fn run(url: DatabaseUrl, args: DemoArgs) -> anyhow::Result<ExitCode> {
         "--google-project-rps=5000".into(),
         format!("--dashboard-listen={}", args.dashboard_listen),
         format!("--dashboard-admin-token={admin_token}"),
-    ])?;
+    ];
+    if service_account {
+        fake.register_test_service_account();
+        argv.push("--google-auth-mode=service-account".into());
+        argv.push(format!(
+            "--google-service-account-key={}",
+            fake.test_service_account_json()
+        ));
+    }
+    let cli = Cli::try_parse_from(argv)?;
     let Command::Worker(worker_args) = cli.command else {
         bail!("internal: demo worker arguments did not parse as a worker command");
     };
     let config = worker_args.into_config(url)?;
     let engine = crate::build_engine(&pool, &config.sync)?;
+    crate::announce_calendar_mode(&pool, &config.sync, "demo").await?;
+    if service_account {
+        println!(
+            "    service-account mode: calsync's service account creates each student's calendar and shares it (reader, no e-mail)"
+        );
+    }
     let (trigger, shutdown) = Shutdown::new();
     step(&format!(
         "starting a worker ({DEMO_CONCURRENCY} concurrent jobs) and the dashboard"
@@ -122,6 +138,20 @@ pub async fn run(url: DatabaseUrl, args: DemoArgs) -> anyhow::Result<ExitCode> {
         "users still due: {}, needs re-auth: {}, calendar missing: {}",
         counts.due, counts.needs_reauth, counts.calendar_missing
     );
+    if service_account {
+        let count = |m: &str| {
+            calls
+                .iter()
+                .filter(|c| c.method == m && c.status < 300)
+                .count()
+        };
+        println!(
+            "calendars provisioned: {} created (calendars.insert) and shared with their student (acl.insert: {}), by {}",
+            count("calendars.insert"),
+            count("acl.insert"),
+            calsync_fake_google::test_keys::SERVICE_ACCOUNT_EMAIL
+        );
+    }
     let sample = calsync_domain::users::find_by_email(&pool, &format!("student1{DEMO_DOMAIN}"))
         .await?
         .and_then(|u| u.google_course_calendar_id);
@@ -177,7 +207,13 @@ fn progress_line(done: i32, total: i32, failed: i32) -> String {
 /// Seed the demo university (a Fall 2026 term with its academic calendar and final
 /// exams, built by `calsync_seed::presets::fall_term`) and the matching calendars and
 /// refresh tokens in the fake. Refuses to touch a database that holds non-demo users.
-async fn seed(pool: &PgPool, fake: &FakeGoogle, students: u32, courses: u32) -> anyhow::Result<()> {
+async fn seed(
+    pool: &PgPool,
+    fake: &FakeGoogle,
+    students: u32,
+    courses: u32,
+    service_account: bool,
+) -> anyhow::Result<()> {
     use calsync_seed::presets::{self, Term, fall_2026};
     let foreign: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT count(*) FROM users WHERE email NOT LIKE '%{DEMO_DOMAIN}'"
@@ -197,15 +233,24 @@ async fn seed(pool: &PgPool, fake: &FakeGoogle, students: u32, courses: u32) -> 
     });
     seed.refresh_tokens(|id| format!("demo-refresh-{id}"));
     let mut tx = pool.begin().await?;
-    sqlx::query("TRUNCATE final_exams, academic_calendar_events, enrollments, meeting_times, courses, rooms, google_credentials, users, calsync.nightly_runs RESTART IDENTITY")
+    sqlx::query("TRUNCATE final_exams, academic_calendar_events, enrollments, meeting_times, courses, rooms, google_credentials, users, calsync.nightly_runs, calsync.owned_calendars, calsync.calendar_cleanup RESTART IDENTITY")
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'sync-calendar'")
         .execute(&mut *tx)
         .await?;
     let seeded = seed.insert(&mut tx).await?;
+    if service_account {
+        // Students have no calendar yet: the sync provisions one for each.
+        sqlx::query("DELETE FROM google_credentials")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE users SET google_course_calendar_id = NULL")
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
-    for student in &seeded.students {
+    for student in seeded.students.iter().filter(|_| !service_account) {
         if let (Some(cal), Some(token)) = (&student.calendar_id, &student.refresh_token) {
             fake.create_calendar_with_id(cal, &format!("Courses (student {})", student.id));
             fake.add_refresh_token(token);

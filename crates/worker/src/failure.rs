@@ -33,12 +33,38 @@ pub enum Decision {
     NeedsUser(SyncStatus),
 }
 
+/// Who owns the course calendars the failed sync wrote to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calendars {
+    /// The students' own (per-user OAuth): a missing calendar is theirs to recreate.
+    UserOwned,
+    /// calsync provisions them (service-account modes).
+    Provisioned,
+}
+
 /// Decide what a failed attempt means. `attempt` is the attempt that failed (1 = the
-/// first), `max_attempts` the job's budget.
-pub fn decide(error: ErrorClass, attempt: usize, max_attempts: usize) -> Decision {
+/// first), `max_attempts` the job's budget, `calendars` who owns the calendars.
+pub fn decide(
+    error: ErrorClass,
+    attempt: usize,
+    max_attempts: usize,
+    calendars: Calendars,
+) -> Decision {
     match error {
         ErrorClass::NeedsUser(UserAction::Reauthenticate) => {
             Decision::NeedsUser(SyncStatus::NeedsReauth)
+        }
+        // calsync provisions calendars: a sync already replaces a missing one, so one
+        // still missing (gone again right after being created) is retried like any
+        // transient failure — never the `calendar_missing` dead end.
+        ErrorClass::NeedsUser(UserAction::RecreateCalendar)
+            if calendars == Calendars::Provisioned =>
+        {
+            if attempt >= max_attempts {
+                Decision::OutOfAttempts
+            } else {
+                Decision::Retry { after: None }
+            }
         }
         ErrorClass::NeedsUser(UserAction::RecreateCalendar) => {
             Decision::NeedsUser(SyncStatus::CalendarMissing)
@@ -80,6 +106,7 @@ impl Decision {
 mod tests {
     use super::*;
 
+    const U: Calendars = Calendars::UserOwned;
     const HOUR: Duration = Duration::from_secs(3600);
 
     fn retryable(after: Option<Duration>) -> ErrorClass {
@@ -90,26 +117,29 @@ mod tests {
     fn retryable_errors_are_retried_until_the_last_attempt() {
         for attempt in 1..8 {
             assert_eq!(
-                decide(retryable(None), attempt, 8),
+                decide(retryable(None), attempt, 8, U),
                 Decision::Retry { after: None },
                 "attempt {attempt}"
             );
         }
-        assert_eq!(decide(retryable(None), 8, 8), Decision::OutOfAttempts);
+        assert_eq!(decide(retryable(None), 8, 8, U), Decision::OutOfAttempts);
         // Re-enqueued crash loops can push the attempt past the budget.
-        assert_eq!(decide(retryable(None), 9, 8), Decision::OutOfAttempts);
-        assert_eq!(decide(retryable(None), 1, 1), Decision::OutOfAttempts);
+        assert_eq!(decide(retryable(None), 9, 8, U), Decision::OutOfAttempts);
+        assert_eq!(decide(retryable(None), 1, 1, U), Decision::OutOfAttempts);
     }
 
     #[test]
     fn a_retry_hint_is_passed_on_but_never_buys_an_extra_attempt() {
         assert_eq!(
-            decide(retryable(Some(HOUR)), 3, 8),
+            decide(retryable(Some(HOUR)), 3, 8, U),
             Decision::Retry { after: Some(HOUR) }
         );
-        assert_eq!(decide(retryable(Some(HOUR)), 8, 8), Decision::OutOfAttempts);
         assert_eq!(
-            decide(retryable(Some(HOUR)), 3, 8).outcome(),
+            decide(retryable(Some(HOUR)), 8, 8, U),
+            Decision::OutOfAttempts
+        );
+        assert_eq!(
+            decide(retryable(Some(HOUR)), 3, 8, U).outcome(),
             AttemptOutcome::Retry {
                 not_before: Some(HOUR)
             }
@@ -119,7 +149,7 @@ mod tests {
     #[test]
     fn permanent_errors_kill_at_once_and_mark_the_user_failing() {
         for attempt in [1, 5, 8] {
-            let d = decide(ErrorClass::Permanent, attempt, 8);
+            let d = decide(ErrorClass::Permanent, attempt, 8, U);
             assert_eq!(d, Decision::Kill);
             assert!(d.kills_job());
             assert_eq!(
@@ -138,6 +168,7 @@ mod tests {
                 ErrorClass::NeedsUser(UserAction::Reauthenticate),
                 attempt,
                 8,
+                U,
             );
             assert_eq!(d, Decision::NeedsUser(SyncStatus::NeedsReauth));
             assert!(d.kills_job());
@@ -145,6 +176,7 @@ mod tests {
                 ErrorClass::NeedsUser(UserAction::RecreateCalendar),
                 attempt,
                 8,
+                U,
             );
             assert_eq!(
                 d.outcome(),
@@ -157,7 +189,7 @@ mod tests {
 
     #[test]
     fn the_last_attempt_fails_the_job_without_killing_it() {
-        let d = decide(retryable(None), 8, 8);
+        let d = decide(retryable(None), 8, 8, U);
         assert!(!d.kills_job());
         assert_eq!(d.metric(), "failed");
         assert_eq!(
@@ -166,7 +198,34 @@ mod tests {
                 status: SyncStatus::Failing
             }
         );
-        assert_eq!(decide(retryable(None), 2, 8).metric(), "retry");
-        assert_eq!(decide(ErrorClass::Permanent, 2, 8).metric(), "killed");
+        assert_eq!(decide(retryable(None), 2, 8, U).metric(), "retry");
+        assert_eq!(decide(ErrorClass::Permanent, 2, 8, U).metric(), "killed");
+    }
+
+    #[test]
+    fn a_missing_calendar_calsync_provisions_is_retried_never_a_dead_end() {
+        let gone = ErrorClass::NeedsUser(UserAction::RecreateCalendar);
+        assert_eq!(
+            decide(gone, 1, 8, Calendars::Provisioned),
+            Decision::Retry { after: None }
+        );
+        assert_eq!(
+            decide(gone, 8, 8, Calendars::Provisioned),
+            Decision::OutOfAttempts
+        );
+        assert_eq!(
+            decide(gone, 1, 8, Calendars::UserOwned),
+            Decision::NeedsUser(SyncStatus::CalendarMissing)
+        );
+        // Re-authentication means the same in both modes.
+        assert_eq!(
+            decide(
+                ErrorClass::NeedsUser(UserAction::Reauthenticate),
+                1,
+                8,
+                Calendars::Provisioned
+            ),
+            Decision::NeedsUser(SyncStatus::NeedsReauth)
+        );
     }
 }

@@ -144,7 +144,12 @@ pub async fn run_attempt(deps: &JobDeps, ctx: AttemptCtx<'_>, payload: &[u8]) ->
         }
         Err(e) => e,
     };
-    let decision = failure::decide(error.class(), ctx.attempt, ctx.max_attempts);
+    let decision = failure::decide(
+        error.class(),
+        ctx.attempt,
+        ctx.max_attempts,
+        deps.engine.calendars(),
+    );
     log_failure(&ctx, user_id, decision, &error);
     metrics::counter!("calsync_jobs_total", "outcome" => decision.metric()).increment(1);
     let message = error.to_string();

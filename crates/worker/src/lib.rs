@@ -14,6 +14,7 @@
 pub mod backend;
 #[cfg(feature = "dev-tools")]
 pub mod bench;
+pub mod cleanup;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -27,9 +28,12 @@ pub mod job;
 pub mod nightly;
 pub mod preferences_api;
 pub mod preferences_cli;
+pub mod provision;
+pub mod rotation;
 pub mod runtime;
 pub mod sync;
 pub mod telemetry;
+pub mod vault;
 
 pub use database::SetupError;
 
@@ -42,23 +46,89 @@ pub fn build_engine(
     settings: &config::SyncSettings,
 ) -> Result<sync::SyncEngine, SetupError> {
     let g = &settings.google;
-    let backend = google::GoogleBackend::new(
-        google::GoogleConfig {
-            api_base_url: g.api_base_url.clone(),
-            api_root_url: g.api_root_url.clone(),
-            token_url: g.token_url.clone(),
-            client_id: g.client_id.clone(),
-            client_secret: g.client_secret.clone(),
-            per_user_rps: g.per_user_rps,
-            project_rps: g.project_rps,
-            request_timeout: g.request_timeout,
-        },
-        pool.clone(),
-    )
-    .map_err(|e| SetupError::Google(e.to_string()))?;
-    Ok(sync::SyncEngine::new(
-        pool.clone(),
-        std::sync::Arc::new(backend),
-        settings.school_time_zone,
-    ))
+    let google_config = google::GoogleConfig {
+        api_base_url: g.api_base_url.clone(),
+        api_root_url: g.api_root_url.clone(),
+        token_url: g.token_url.clone(),
+        client_id: g.client_id.clone(),
+        client_secret: g.client_secret.clone(),
+        per_user_rps: g.per_user_rps,
+        project_rps: g.project_rps,
+        request_timeout: g.request_timeout,
+    };
+    let google = |e: google::GoogleError| SetupError::Google(e.to_string());
+    let engine = match &settings.auth {
+        config::GoogleAuth::Oauth { vault } => {
+            let backend = google::GoogleBackend::oauth(google_config, pool.clone(), vault.clone())
+                .map_err(google)?;
+            sync::SyncEngine::new(
+                pool.clone(),
+                std::sync::Arc::new(backend),
+                settings.school_time_zone,
+            )
+        }
+        config::GoogleAuth::ServiceAccount {
+            key,
+            delegate,
+            provisioning,
+        } => {
+            let backend =
+                google::GoogleBackend::service_account(google_config, key.clone(), *delegate)
+                    .map_err(google)?;
+            let provisioner = provision::Provisioner::new(
+                pool.clone(),
+                settings.auth.calendar_mode(),
+                key.client_email.clone(),
+                provisioning.clone(),
+            );
+            sync::SyncEngine::new(
+                pool.clone(),
+                std::sync::Arc::new(backend),
+                settings.school_time_zone,
+            )
+            .with_provisioner(provisioner)
+        }
+    };
+    Ok(engine)
+}
+
+/// The service account whose calendar list cleanup sweeps for stray calendars
+/// (service-account mode only: with delegation calendars live in students' accounts).
+pub fn sweep_as(settings: &config::SyncSettings) -> Option<String> {
+    match &settings.auth {
+        config::GoogleAuth::ServiceAccount {
+            key,
+            delegate: false,
+            ..
+        } => Some(key.client_email.clone()),
+        _ => None,
+    }
+}
+
+/// Tell the database which calendar mode this process runs in (SQL's due condition and
+/// `calsync.enqueue_sync` depend on it), and warn when per-user credentials would be
+/// stored without encryption keys.
+pub async fn announce_calendar_mode(
+    pool: &PgPool,
+    settings: &config::SyncSettings,
+    actor: &str,
+) -> Result<(), calsync_domain::DomainError> {
+    let mode = settings.auth.calendar_mode();
+    let previous = calsync_domain::settings::record_calendar_mode(pool, mode, actor).await?;
+    if previous != mode {
+        tracing::warn!(
+            from = previous.as_str(),
+            to = mode.as_str(),
+            "calendar mode changed; users due and enqueue rules follow the new mode"
+        );
+    }
+    if let config::GoogleAuth::Oauth { vault } = &settings.auth
+        && !vault.encrypts()
+    {
+        tracing::warn!(
+            "CALSYNC_CREDENTIALS_KEYS is not set: Google access tokens are cached unencrypted and \
+             stored refresh tokens are not re-encrypted (see docs/operations.md, \"Credentials at rest\")"
+        );
+    }
+    Ok(())
 }

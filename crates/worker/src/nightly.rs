@@ -86,6 +86,7 @@ async fn on_tick(tick: Tick<chrono_tz::Tz>, deps: Data<CronDeps>) -> Result<(), 
 pub(crate) async fn run_cron(
     pool: PgPool,
     config: CronConfig,
+    cleaner: std::sync::Arc<crate::cleanup::Cleaner>,
     name: String,
     shutdown: Shutdown,
 ) -> Result<(), String> {
@@ -93,6 +94,7 @@ pub(crate) async fn run_cron(
     let keeper = TickKeeper {
         pool,
         config: config.clone(),
+        cleaner,
         name: name.clone(),
     };
     let keeper = tokio::spawn(keeper.run(rx, shutdown.clone()));
@@ -117,6 +119,8 @@ pub(crate) async fn run_cron(
 struct TickKeeper {
     pool: PgPool,
     config: CronConfig,
+    /// Orphan cleanup, run by the replica that ran the pass.
+    cleaner: std::sync::Arc<crate::cleanup::Cleaner>,
     name: String,
 }
 
@@ -172,6 +176,7 @@ impl TickKeeper {
                     }
                     if run.is_some() {
                         self.prune().await;
+                        self.cleanup().await;
                     }
                 }
                 Err(e) => {
@@ -215,6 +220,22 @@ impl TickKeeper {
         while pending.len() > MAX_PENDING {
             if let Some(oldest) = pending.pop_first() {
                 tracing::error!(scheduled_for = %oldest, "too many nightly ticks waiting for the database; dropping the oldest");
+            }
+        }
+    }
+
+    /// The replica that ran a pass also cleans up calendars no user uses any more.
+    async fn cleanup(&self) {
+        match self.cleaner.run(&self.name).await {
+            Ok(r) => tracing::info!(
+                calendars_deleted = r.calendars_deleted.len(),
+                events_deleted = r.events_deleted.len(),
+                skipped = r.skipped,
+                deferred = r.deferred,
+                "calendar cleanup pass"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "calendar cleanup pass failed; the next pass tries again")
             }
         }
     }

@@ -163,6 +163,11 @@ impl Runtime {
             });
         }
 
+        let cleaner = Arc::new(crate::cleanup::Cleaner::new(
+            pool.clone(),
+            engine.backend(),
+            crate::sweep_as(&config.sync),
+        ));
         let deps = Arc::new(JobDeps {
             pool: pool.clone(),
             engine,
@@ -186,9 +191,10 @@ impl Runtime {
                 let pool = pool.clone();
                 let base = base.clone();
                 let cron = cron.clone();
+                let cleaner = cleaner.clone();
                 move |generation, sd| {
                     let name = format!("{base}-cron-{generation}");
-                    crate::nightly::run_cron(pool.clone(), cron.clone(), name, sd)
+                    crate::nightly::run_cron(pool.clone(), cron.clone(), cleaner.clone(), name, sd)
                 }
             }));
         }

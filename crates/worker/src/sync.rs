@@ -22,10 +22,15 @@ use chrono::Utc;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::backend::{
-    Account, BackendError, CalendarBackend, CalendarEvent, CalendarSession, Deleted, ErrorClass,
-    EventQuery, EventStatus, EventTime, Inserted, Updated,
+use crate::{
+    backend::{
+        Account, BackendError, CalendarBackend, CalendarEvent, CalendarSession, Deleted,
+        ErrorClass, EventQuery, EventStatus, EventTime, Inserted, Updated, UserAction,
+    },
+    failure::Calendars,
+    provision::{ProvisionError, Provisioner},
 };
+use calsync_domain::owned_calendars::ProvisionReason;
 
 /// Passes a sync makes when the schedule keeps changing under it.
 const MAX_PASSES: u32 = 3;
@@ -44,6 +49,10 @@ pub struct SyncReport {
     /// Calendar API calls made (token requests not included).
     pub api_calls: u32,
     pub passes: u32,
+    /// The sync gave the user a calendar first: `new` (they had none) or `replaced`
+    /// (theirs was deleted in Google), service-account modes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioned: Option<&'static str>,
     /// Whether the flag could be cleared (`ChangedDuringSync`: a change arrived meanwhile
     /// and the flag stays set for the next pass).
     pub cleared: bool,
@@ -118,12 +127,39 @@ pub struct SyncEngine {
     pool: PgPool,
     backend: Arc<dyn CalendarBackend>,
     tz: chrono_tz::Tz,
+    /// Service-account modes: users without a calendar (or whose calendar is gone) get
+    /// one provisioned in the same sync.
+    provisioner: Option<Provisioner>,
 }
 
 impl SyncEngine {
     /// A sync engine writing events in the school's time zone `tz`.
     pub fn new(pool: PgPool, backend: Arc<dyn CalendarBackend>, tz: chrono_tz::Tz) -> SyncEngine {
-        SyncEngine { pool, backend, tz }
+        SyncEngine {
+            pool,
+            backend,
+            tz,
+            provisioner: None,
+        }
+    }
+
+    /// Provision calendars for users without one, and replace deleted ones.
+    pub fn with_provisioner(mut self, provisioner: Provisioner) -> SyncEngine {
+        self.provisioner = Some(provisioner);
+        self
+    }
+
+    /// Who owns the calendars this engine syncs (what a missing calendar means).
+    pub fn calendars(&self) -> Calendars {
+        match self.provisioner {
+            Some(_) => Calendars::Provisioned,
+            None => Calendars::UserOwned,
+        }
+    }
+
+    /// The provider backend (cleanup uses the same one).
+    pub fn backend(&self) -> Arc<dyn CalendarBackend> {
+        self.backend.clone()
     }
 
     /// Sync one user's course calendar.
@@ -159,17 +195,20 @@ impl SyncEngine {
             let snap = schedule::load_snapshot(&self.pool, user_id)
                 .await
                 .map_err(db)?;
-            let calendar_id = snap
+            let calendar = snap
                 .user
                 .google_course_calendar_id
                 .clone()
-                .filter(|c| !c.is_empty())
-                .ok_or(SyncError::NoCalendar(user_id))?;
+                .filter(|c| !c.is_empty());
+            let shown = calendar.clone().unwrap_or_default();
             let backend = |source: BackendError| SyncError::Backend {
                 user_id,
-                calendar_id: calendar_id.clone(),
+                calendar_id: shown.clone(),
                 source,
             };
+            if calendar.is_none() && self.provisioner.is_none() {
+                return Err(SyncError::NoCalendar(user_id));
+            }
             if session.is_none() {
                 let account = Account {
                     user_id,
@@ -179,6 +218,25 @@ impl SyncEngine {
             }
             let Some(s) = session.as_mut() else {
                 return Err(SyncError::NoCalendar(user_id));
+            };
+            let calendar_id = match (calendar, &self.provisioner) {
+                (Some(c), _) => c,
+                (None, Some(p)) => {
+                    // No calendar yet: provision one, then sync it in this same job.
+                    p.provision(
+                        s.as_mut(),
+                        user_id,
+                        &snap.user.email,
+                        ProvisionReason::New,
+                        None,
+                    )
+                    .await
+                    .map_err(|e| self.provision_error(user_id, e))?;
+                    report.provisioned = Some(ProvisionReason::New.as_str());
+                    report.passes -= 1;
+                    continue;
+                }
+                (None, None) => return Err(SyncError::NoCalendar(user_id)),
             };
             let plan = events::plan_events(&snap, self.tz);
             for skipped in &plan.skipped {
@@ -196,7 +254,30 @@ impl SyncEngine {
             // missing calendar fails the list with NeedsUser(RecreateCalendar)).
             let res = reconcile(s.as_mut(), &calendar_id, &plan.events, &mut report).await;
             report.api_calls = s.calls();
-            res.map_err(backend)?;
+            match (res, &self.provisioner) {
+                (Ok(()), _) => {}
+                // The calendar calsync owns is gone: replace it (once per sync) and sync
+                // the new one now.
+                (Err(e), Some(p))
+                    if e.class == ErrorClass::NeedsUser(UserAction::RecreateCalendar)
+                        && report.provisioned != Some(ProvisionReason::Replaced.as_str()) =>
+                {
+                    tracing::warn!(user_id, %calendar_id, "course calendar is gone in Google; provisioning a new one");
+                    p.provision(
+                        s.as_mut(),
+                        user_id,
+                        &snap.user.email,
+                        ProvisionReason::Replaced,
+                        Some(&calendar_id),
+                    )
+                    .await
+                    .map_err(|e| self.provision_error(user_id, e))?;
+                    report.provisioned = Some(ProvisionReason::Replaced.as_str());
+                    report.passes -= 1;
+                    continue;
+                }
+                (Err(e), _) => return Err(backend(e)),
+            }
 
             match users::finish_sync(&self.pool, user_id, snap.user.calendar_sync_generation)
                 .await
@@ -221,6 +302,19 @@ impl SyncEngine {
                     return Ok(report);
                 }
             }
+        }
+    }
+}
+
+impl SyncEngine {
+    fn provision_error(&self, user_id: i64, e: ProvisionError) -> SyncError {
+        match e {
+            ProvisionError::Backend(source) => SyncError::Backend {
+                user_id,
+                calendar_id: String::new(),
+                source,
+            },
+            ProvisionError::Database(source) => SyncError::Database { user_id, source },
         }
     }
 }

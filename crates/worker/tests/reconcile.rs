@@ -725,7 +725,6 @@ async fn the_google_backend_creates_and_deletes_calendars(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = false)]
-#[ignore = "follow-up: needs the fake's acl.insert endpoint (issue 10, point 6)"]
 async fn the_google_backend_shares_a_calendar_with_the_student(pool: PgPool) {
     use calsync_worker::backend::{AccessRole, Account, CalendarBackend, Share};
     let w = world(pool, "c_share@group.calendar.google.com").await;
@@ -748,6 +747,17 @@ async fn the_google_backend_shares_a_calendar_with_the_student(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(w.fake.count_calls("acl.insert"), 1);
+    let rules = w.fake.acl_rules(&w.cal);
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["role"] == "reader" && r["scope"]["value"] == "s@uni.edu"),
+        "{rules:?}"
+    );
+    assert!(
+        w.fake.sharing_notifications().is_empty(),
+        "sendNotifications=false"
+    );
 }
 
 // ------------------------------------------------------------------ failure policy

@@ -19,7 +19,10 @@ use super::{
     error::{GoogleError, record, retryable},
     method,
 };
-use crate::backend::Account;
+use crate::{
+    backend::Account,
+    vault::{Column, Vault, VaultError},
+};
 
 /// Supplies access tokens for Google calls.
 #[async_trait]
@@ -31,16 +34,28 @@ pub trait TokenSource: Send + Sync + fmt::Debug {
         account: &Account,
         force_refresh: bool,
     ) -> Result<Secret, GoogleError>;
+
+    /// Google's `quotaUser` value to send with `account`'s calls (`None`: the caller's
+    /// own principal is the user Google counts).
+    fn quota_user(&self, _account: &Account) -> Option<String> {
+        None
+    }
 }
 
 /// Per-user OAuth: the student's refresh token from `google_credentials`, exchanged at
 /// the token endpoint (`grant_type=refresh_token`) for an access token that is cached
 /// in the same row until a minute before it expires. `invalid_grant` marks the
 /// credentials revoked (the student must sign in again; nothing is retried until then).
+///
+/// Tokens are stored as envelopes ([`crate::vault`]): opened on use; one that is not
+/// AEAD under the active key is re-encrypted in place (flagging nobody); one that
+/// cannot be opened (wrong or missing key, corrupt) is `NeedsReauth` with the reason —
+/// the user is marked `needs_reauth`, the worker carries on.
 #[derive(Clone)]
 pub struct UserRefreshTokens {
     client: GoogleClient,
     pool: PgPool,
+    vault: Vault,
 }
 
 impl fmt::Debug for UserRefreshTokens {
@@ -51,8 +66,12 @@ impl fmt::Debug for UserRefreshTokens {
 
 impl UserRefreshTokens {
     /// Refresh through `client`'s token endpoint, with credentials in `pool`.
-    pub fn new(client: GoogleClient, pool: PgPool) -> UserRefreshTokens {
-        UserRefreshTokens { client, pool }
+    pub fn new(client: GoogleClient, pool: PgPool, vault: Vault) -> UserRefreshTokens {
+        UserRefreshTokens {
+            client,
+            pool,
+            vault,
+        }
     }
 
     /// POST grant_type=refresh_token to the token endpoint.
@@ -104,6 +123,38 @@ impl UserRefreshTokens {
     }
 }
 
+impl UserRefreshTokens {
+    /// Replace a row's envelopes with AEAD ones under the active key (same token
+    /// reference: flags nobody). A row changed meanwhile is left alone; a failure is only
+    /// logged (the next use tries again).
+    async fn reencrypt(
+        &self,
+        creds: &credentials::Credentials,
+        token_ref: &str,
+        refresh: &Secret,
+        access: Option<&Secret>,
+    ) {
+        let user_id = creds.user_id;
+        let new_refresh = self
+            .vault
+            .seal(user_id, Column::RefreshToken, token_ref, refresh);
+        // Without a usable cached access token, the stale one is dropped.
+        let new_access = access.map(|a| self.vault.seal(user_id, Column::AccessToken, "", a));
+        if let Err(e) = credentials::replace_envelopes(
+            &self.pool,
+            user_id,
+            &creds.refresh_token,
+            &new_refresh,
+            creds.access_token.as_ref(),
+            new_access.as_ref(),
+        )
+        .await
+        {
+            tracing::warn!(user_id, error = %e, "could not re-encrypt stored credentials");
+        }
+    }
+}
+
 fn database(e: DomainError) -> GoogleError {
     GoogleError::Database(e.to_string())
 }
@@ -129,16 +180,49 @@ impl TokenSource for UserRefreshTokens {
                 detail: "refresh token previously refused".into(),
             });
         }
-        if !force_refresh
-            && let (Some(tok), Some(exp)) = (&creds.access_token, creds.access_token_expires_at)
+        let unreadable = |e: VaultError| match e {
+            VaultError::Database(d) => database(d),
+            e => GoogleError::NeedsReauth {
+                detail: format!("the stored Google credentials cannot be decrypted: {e}"),
+            },
+        };
+        let refresh = self
+            .vault
+            .open(
+                &self.pool,
+                user_id,
+                Column::RefreshToken,
+                &creds.refresh_token,
+            )
+            .await
+            .map_err(unreadable)?;
+        let token_ref = Vault::token_ref(creds.refresh_token.expose()).to_string();
+        let cached = match &creds.access_token {
+            Some(env) if !force_refresh => self
+                .vault
+                .open(&self.pool, user_id, Column::AccessToken, env)
+                .await
+                .ok(),
+            _ => None,
+        };
+        if let (Some(tok), Some(exp)) = (&cached, creds.access_token_expires_at)
             && exp > Utc::now() + chrono::Duration::seconds(60)
         {
-            return Ok(tok.clone());
+            if refresh.stale || tok.stale {
+                self.reencrypt(&creds, &token_ref, &refresh.secret, Some(&tok.secret))
+                    .await;
+            }
+            return Ok(tok.secret.clone());
         }
-        match self.refresh(user_id, &creds.refresh_token).await {
+        if refresh.stale {
+            self.reencrypt(&creds, &token_ref, &refresh.secret, None)
+                .await;
+        }
+        match self.refresh(user_id, &refresh.secret).await {
             Ok((token, expires_in)) => {
                 let expires_at = Utc::now() + chrono::Duration::seconds(expires_in.max(0));
-                credentials::store_access_token(&self.pool, user_id, &token, expires_at)
+                let env = self.vault.seal(user_id, Column::AccessToken, "", &token);
+                credentials::store_access_token(&self.pool, user_id, &env, expires_at)
                     .await
                     .map_err(database)?;
                 Ok(token)

@@ -169,7 +169,20 @@ pub(crate) fn calendar_from_google(c: GCalendar, fallback_id: &str) -> Calendar 
         id: c.id.unwrap_or_else(|| fallback_id.to_string()),
         summary: c.summary.unwrap_or_default(),
         time_zone: c.time_zone,
+        description: c.description,
     }
+}
+
+/// A calendar-list entry in neutral form (`None` without an id).
+pub(crate) fn calendar_from_list_entry(
+    c: google_calendar3::api::CalendarListEntry,
+) -> Option<Calendar> {
+    Some(Calendar {
+        id: c.id?,
+        summary: c.summary.unwrap_or_default(),
+        time_zone: c.time_zone,
+        description: c.description,
+    })
 }
 
 /// The calendars.insert body.

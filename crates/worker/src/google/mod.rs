@@ -19,11 +19,13 @@ mod client;
 pub mod error;
 mod limiter;
 mod mapping;
+pub mod service_account;
 mod session;
 
 pub use auth::{TokenSource, UserRefreshTokens};
 pub use client::GoogleClient;
 pub use error::GoogleError;
+pub use service_account::{ServiceAccountKey, ServiceAccountTokens};
 pub use session::GoogleSession;
 
 use crate::backend::{Account, BackendError, CalendarBackend, CalendarSession};
@@ -64,6 +66,7 @@ pub mod method {
     pub const CALENDARS_INSERT: &str = "calendars.insert";
     pub const CALENDARS_DELETE: &str = "calendars.delete";
     pub const ACL_INSERT: &str = "acl.insert";
+    pub const CALENDAR_LIST_LIST: &str = "calendarList.list";
     pub const EVENTS_LIST: &str = "events.list";
     pub const EVENTS_INSERT: &str = "events.insert";
     pub const EVENTS_UPDATE: &str = "events.update";
@@ -89,12 +92,38 @@ impl fmt::Debug for GoogleBackend {
 }
 
 impl GoogleBackend {
-    /// Today's mode: per-user OAuth refresh tokens from `google_credentials` in `pool`.
-    /// Fails on unusable URLs.
+    /// Per-user OAuth refresh tokens from `google_credentials` in `pool`, with no
+    /// credentials keys (legacy plain storage; see [`GoogleBackend::oauth`]). Fails on
+    /// unusable URLs.
     pub fn new(config: GoogleConfig, pool: PgPool) -> Result<GoogleBackend, GoogleError> {
+        GoogleBackend::oauth(config, pool, crate::vault::Vault::default())
+    }
+
+    /// Per-user OAuth, credentials opened and re-encrypted with `vault`.
+    pub fn oauth(
+        config: GoogleConfig,
+        pool: PgPool,
+        vault: crate::vault::Vault,
+    ) -> Result<GoogleBackend, GoogleError> {
         let client = GoogleClient::new(config)?;
-        let tokens = Arc::new(UserRefreshTokens::new(client.clone(), pool));
+        let tokens = Arc::new(UserRefreshTokens::new(client.clone(), pool, vault));
         Ok(GoogleBackend::with_token_source(client, tokens))
+    }
+
+    /// A service account's tokens (`delegate`: acting for each student with domain-wide
+    /// delegation); every call carries `quotaUser`.
+    pub fn service_account(
+        config: GoogleConfig,
+        key: ServiceAccountKey,
+        delegate: bool,
+    ) -> Result<GoogleBackend, GoogleError> {
+        let client = GoogleClient::new(config)?;
+        let tokens = ServiceAccountTokens::new(client.clone(), key, delegate).map_err(|e| {
+            GoogleError::OAuthClient {
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(GoogleBackend::with_token_source(client, Arc::new(tokens)))
     }
 
     /// Any other way of obtaining access tokens (e.g. a service account).

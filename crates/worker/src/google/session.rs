@@ -22,6 +22,20 @@ pub struct GoogleSession {
     hub: Hub,
     refreshed: bool,
     calls: u32,
+    /// Google's `quotaUser` for every request (service-account modes: all calls are made
+    /// by one principal, so the per-user quota must be attributed per student).
+    quota_user: Option<String>,
+}
+
+/// Add `quotaUser` to a google-calendar3 call builder when the session has one.
+macro_rules! quota {
+    ($req:expr, $q:expr) => {{
+        let req = $req;
+        match $q {
+            Some(q) => req.param("quotaUser", q.as_str()),
+            None => req,
+        }
+    }};
 }
 
 impl GoogleSession {
@@ -31,6 +45,7 @@ impl GoogleSession {
         account: Account,
     ) -> Result<GoogleSession, GoogleError> {
         let token = tokens.access_token(&account, false).await?;
+        let quota_user = tokens.quota_user(&account);
         Ok(GoogleSession {
             hub: client.hub(&token),
             client,
@@ -38,6 +53,7 @@ impl GoogleSession {
             account,
             refreshed: false,
             calls: 0,
+            quota_user,
         })
     }
 }
@@ -87,19 +103,23 @@ macro_rules! call {
 impl GoogleSession {
     async fn get_calendar(&mut self, calendar_id: &str) -> Result<Calendar, GoogleError> {
         let cal = encode_path_segment(calendar_id);
-        let (_, c) = call!(self, method::CALENDARS_GET, calendar_id, |hub| hub
-            .calendars()
-            .get(&cal)
-            .doit())?;
+        let q = self.quota_user.clone();
+        let (_, c) = call!(self, method::CALENDARS_GET, calendar_id, |hub| quota!(
+            hub.calendars().get(&cal),
+            &q
+        )
+        .doit())?;
         Ok(mapping::calendar_from_google(c, calendar_id))
     }
 
     async fn create_calendar(&mut self, new: &NewCalendar) -> Result<Calendar, GoogleError> {
         let body = mapping::calendar_to_google(new);
-        let (_, c) = call!(self, method::CALENDARS_INSERT, "", |hub| hub
-            .calendars()
-            .insert(body.clone())
-            .doit())?;
+        let q = self.quota_user.clone();
+        let (_, c) = call!(self, method::CALENDARS_INSERT, "", |hub| quota!(
+            hub.calendars().insert(body.clone()),
+            &q
+        )
+        .doit())?;
         match c.id {
             Some(_) => Ok(mapping::calendar_from_google(c, "")),
             None => Err(retryable(
@@ -112,10 +132,12 @@ impl GoogleSession {
 
     async fn delete_calendar(&mut self, calendar_id: &str) -> Result<Deleted, GoogleError> {
         let cal = encode_path_segment(calendar_id);
-        match call!(self, method::CALENDARS_DELETE, calendar_id, |hub| hub
-            .calendars()
-            .delete(&cal)
-            .doit())
+        let q = self.quota_user.clone();
+        match call!(self, method::CALENDARS_DELETE, calendar_id, |hub| quota!(
+            hub.calendars().delete(&cal),
+            &q
+        )
+        .doit())
         {
             Ok(_) => Ok(Deleted::Now),
             Err(e) if e.is_http(404) || e.is_http(410) => Ok(Deleted::AlreadyGone),
@@ -130,12 +152,41 @@ impl GoogleSession {
     ) -> Result<(), GoogleError> {
         let cal = encode_path_segment(calendar_id);
         let rule = mapping::share_to_google(share);
-        call!(self, method::ACL_INSERT, calendar_id, |hub| hub
-            .acl()
-            .insert(rule.clone(), &cal)
-            .send_notifications(share.notify)
-            .doit())?;
+        let q = self.quota_user.clone();
+        call!(self, method::ACL_INSERT, calendar_id, |hub| quota!(
+            hub.acl()
+                .insert(rule.clone(), &cal)
+                .send_notifications(share.notify),
+            &q
+        )
+        .doit())?;
         Ok(())
+    }
+
+    async fn list_calendars(&mut self) -> Result<Vec<Calendar>, GoogleError> {
+        let q = self.quota_user.clone();
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let token = page.clone();
+            let (_, list) = call!(self, method::CALENDAR_LIST_LIST, "", |hub| {
+                let mut req = quota!(hub.calendar_list().list().max_results(250), &q);
+                if let Some(t) = &token {
+                    req = req.page_token(t);
+                }
+                req.doit()
+            })?;
+            out.extend(
+                list.items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(mapping::calendar_from_list_entry),
+            );
+            match list.next_page_token {
+                Some(t) if !t.is_empty() => page = Some(t),
+                _ => return Ok(out),
+            }
+        }
     }
 
     async fn list_events(
@@ -145,17 +196,20 @@ impl GoogleSession {
     ) -> Result<Vec<CalendarEvent>, GoogleError> {
         let cal = encode_path_segment(calendar_id);
         let filter = format!("{}={}", query.tag_key, query.tag_value);
+        let q = self.quota_user.clone();
         let mut out = Vec::new();
         let mut page: Option<String> = None;
         loop {
             let token = page.clone();
             let (_, events) = call!(self, method::EVENTS_LIST, calendar_id, |hub| {
-                let mut req = hub
-                    .events()
-                    .list(&cal)
-                    .add_private_extended_property(&filter)
-                    .show_deleted(query.include_deleted)
-                    .max_results(2500);
+                let mut req = quota!(
+                    hub.events()
+                        .list(&cal)
+                        .add_private_extended_property(&filter)
+                        .show_deleted(query.include_deleted)
+                        .max_results(2500),
+                    &q
+                );
                 if let Some(t) = &token {
                     req = req.page_token(t);
                 }
@@ -182,10 +236,12 @@ impl GoogleSession {
     ) -> Result<Inserted, GoogleError> {
         let cal = encode_path_segment(calendar_id);
         let body = mapping::event_to_google(event);
-        match call!(self, method::EVENTS_INSERT, calendar_id, |hub| hub
-            .events()
-            .insert(body.clone(), &cal)
-            .doit())
+        let q = self.quota_user.clone();
+        match call!(self, method::EVENTS_INSERT, calendar_id, |hub| quota!(
+            hub.events().insert(body.clone(), &cal),
+            &q
+        )
+        .doit())
         {
             Ok(_) => Ok(Inserted::Created),
             Err(e) if e.is_http(409) => Ok(Inserted::Duplicate),
@@ -201,10 +257,12 @@ impl GoogleSession {
         let cal = encode_path_segment(calendar_id);
         let eid = encode_path_segment(&event.id);
         let body = mapping::event_to_google(event);
-        match call!(self, method::EVENTS_UPDATE, calendar_id, |hub| hub
-            .events()
-            .update(body.clone(), &cal, &eid)
-            .doit())
+        let q = self.quota_user.clone();
+        match call!(self, method::EVENTS_UPDATE, calendar_id, |hub| quota!(
+            hub.events().update(body.clone(), &cal, &eid),
+            &q
+        )
+        .doit())
         {
             Ok(_) => Ok(Updated::Updated),
             Err(e) if e.is_http(404) => Ok(Updated::Missing),
@@ -219,10 +277,12 @@ impl GoogleSession {
     ) -> Result<Deleted, GoogleError> {
         let cal = encode_path_segment(calendar_id);
         let eid = encode_path_segment(event_id);
-        match call!(self, method::EVENTS_DELETE, calendar_id, |hub| hub
-            .events()
-            .delete(&cal, &eid)
-            .doit())
+        let q = self.quota_user.clone();
+        match call!(self, method::EVENTS_DELETE, calendar_id, |hub| quota!(
+            hub.events().delete(&cal, &eid),
+            &q
+        )
+        .doit())
         {
             Ok(_) => Ok(Deleted::Now),
             Err(e) if e.is_http(410) || e.is_http(404) => Ok(Deleted::AlreadyGone),
@@ -243,6 +303,10 @@ impl CalendarSession for GoogleSession {
 
     async fn delete_calendar(&mut self, calendar_id: &str) -> Result<Deleted, BackendError> {
         Ok(GoogleSession::delete_calendar(self, calendar_id).await?)
+    }
+
+    async fn list_calendars(&mut self) -> Result<Vec<Calendar>, BackendError> {
+        Ok(GoogleSession::list_calendars(self).await?)
     }
 
     async fn share_calendar(
