@@ -8,13 +8,18 @@
 //! * [`queue`]: enqueueing `SyncUserJob`s, the nightly fan-out, retry/discard of jobs.
 //! * [`jobs`], [`user_list`], [`audit`]: the operators' read side (job list and detail,
 //!   user list, audit log) the dashboard renders.
+//! * [`attempts`]: every job attempt as it happened (recorded by a trigger), error search.
+//! * [`job_stats`]: queue health and throughput per minute / hour from an incremental
+//!   roll-up, cheap at any table size.
 //! * [`dashboard_sessions`]: revocable server-side dashboard sessions.
 
+pub mod attempts;
 pub mod audit;
 pub mod credentials;
 pub mod dashboard_sessions;
 pub mod error;
 pub mod events;
+pub mod job_stats;
 pub mod jobs;
 pub mod queue;
 pub mod schedule;
