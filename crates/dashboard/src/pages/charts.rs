@@ -55,10 +55,10 @@ pub fn num(v: f64) -> String {
     }
 }
 
-fn frame(id: &str, title: &str, desc: &str, height: f64, body: Markup) -> Markup {
+fn frame(id: &str, title: &str, desc: &str, (width, height): (f64, f64), body: Markup) -> Markup {
     html! {
         svg.chart id=(id) role="img" aria-labelledby={ (id) "-t " (id) "-d" }
-            viewBox={ "0 0 " (W) " " (height) } preserveAspectRatio="xMidYMid meet"
+            viewBox={ "0 0 " (width) " " (height) } preserveAspectRatio="xMidYMid meet"
             xmlns="http://www.w3.org/2000/svg" {
             title id={ (id) "-t" } { (title) }
             desc id={ (id) "-d" } { (desc) }
@@ -68,14 +68,19 @@ fn frame(id: &str, title: &str, desc: &str, height: f64, body: Markup) -> Markup
 }
 
 /// Horizontal grid lines with y labels (0, half, max) and the x tick labels.
-fn axes(height: f64, y_max: f64, x_ticks: &[(f64, String)], y_unit: &str) -> Markup {
+fn axes(
+    (width, height): (f64, f64),
+    y_max: f64,
+    x_ticks: &[(f64, String)],
+    y_unit: &str,
+) -> Markup {
     let ph = height - MT - MB;
     html! {
         g.grid {
             @for k in 0..=2 {
                 @let v = y_max * f64::from(k) / 2.0;
                 @let y = MT + ph - ph * f64::from(k) / 2.0;
-                line x1=(ML) x2=(W - MR) y1=(y) y2=(y) {}
+                line x1=(ML) x2=(width - MR) y1=(y) y2=(y) {}
                 text.ylabel x=(ML - 6.0) y=(y + 4.0) { (num(v)) (y_unit) }
             }
             @for (x, label) in x_ticks {
@@ -97,8 +102,20 @@ pub fn legend(items: &[(&str, &str)]) -> Markup {
     }
 }
 
-/// A line per series over `n` evenly spaced points.
-pub fn lines(id: &str, title: &str, desc: &str, ticks: &[Tick], series: &[Series]) -> Markup {
+/// Most non-zero points of one series that get a marker with a tooltip (beyond that
+/// the line alone keeps the page small).
+const MAX_MARKERS: usize = 240;
+
+/// A line per series over `n` evenly spaced points; non-zero points get a marker whose
+/// tooltip names `labels[i]` (while a series has at most [`MAX_MARKERS`] of them).
+pub fn lines(
+    id: &str,
+    title: &str,
+    desc: &str,
+    ticks: &[Tick],
+    labels: &[String],
+    series: &[Series],
+) -> Markup {
     let height = 220.0;
     let n = series.iter().map(|s| s.values.len()).max().unwrap_or(0);
     let pw = W - ML - MR;
@@ -113,7 +130,7 @@ pub fn lines(id: &str, title: &str, desc: &str, ticks: &[Tick], series: &[Series
     let y = |v: f64| MT + ph - ph * v / y_max;
     let ticks: Vec<(f64, String)> = ticks.iter().map(|(i, l)| (x(*i), l.clone())).collect();
     let body = html! {
-        (axes(height, y_max, &ticks, ""))
+        (axes((W, height), y_max, &ticks, ""))
         @for s in series {
             @let points = s.values.iter().enumerate()
                 .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
@@ -121,9 +138,19 @@ pub fn lines(id: &str, title: &str, desc: &str, ticks: &[Tick], series: &[Series
             polyline class={ "line s-" (s.key) } data-series=(s.key) data-total=(num(s.total()))
                 points=(points) {}
         }
+        @for s in series {
+            @let dots: Vec<(usize, f64)> = s.values.iter().copied().enumerate().filter(|(_, v)| *v > 0.0).collect();
+            @if dots.len() <= MAX_MARKERS {
+                @for (i, v) in dots {
+                    circle class={ "dot s-" (s.key) } cx=(format!("{:.1}", x(i))) cy=(format!("{:.1}", y(v))) r="3" {
+                        title { (labels.get(i).map(String::as_str).unwrap_or("")) ": " (num(v)) " " (s.label) }
+                    }
+                }
+            }
+        }
     };
     html! {
-        (frame(id, title, desc, height, body))
+        (frame(id, title, desc, (W, height), body))
         (legend(&series.iter().map(|s| (s.key, s.label)).collect::<Vec<_>>()))
     }
 }
@@ -177,7 +204,7 @@ pub fn stacked_bars(
         })
         .collect();
     let body = html! {
-        (axes(height, y_max, &ticks, ""))
+        (axes((W, height), y_max, &ticks, ""))
         @for (i, label, parts) in &columns {
             g.col {
                 title {
@@ -195,23 +222,26 @@ pub fn stacked_bars(
         }
     };
     html! {
-        (frame(id, title, desc, height, body))
+        (frame(id, title, desc, (W, height), body))
         (legend(&series.iter().map(|s| (s.key, s.label)).collect::<Vec<_>>()))
     }
 }
 
 /// Side-by-side bars per category (e.g. per nightly run), each series one bar.
+/// `width`: of the drawing (the SVG scales to its box; a half-width chart reads best
+/// drawn about half as wide, so its text stays the page's size).
 pub fn grouped_bars(
     id: &str,
     title: &str,
     desc: &str,
+    width: f64,
     categories: &[String],
     series: &[Series],
     y_unit: &str,
 ) -> Markup {
     let height = 200.0;
     let n = categories.len().max(1);
-    let pw = W - ML - MR;
+    let pw = width - ML - MR;
     let ph = height - MT - MB;
     let y_max = nice_ceiling(
         series
@@ -220,7 +250,7 @@ pub fn grouped_bars(
             .fold(0.0, f64::max),
     );
     let slot = pw / n as f64;
-    let group = slot * 0.8;
+    let group = (slot * 0.8).min(36.0 * series.len() as f64);
     let bar = (group / series.len().max(1) as f64).max(1.0);
     let ticks: Vec<(f64, String)> = categories
         .iter()
@@ -228,7 +258,7 @@ pub fn grouped_bars(
         .map(|(i, c)| (ML + slot * (i as f64 + 0.5), c.clone()))
         .collect();
     let body = html! {
-        (axes(height, y_max, &ticks, y_unit))
+        (axes((width, height), y_max, &ticks, y_unit))
         @for (i, c) in categories.iter().enumerate() {
             @for (k, s) in series.iter().enumerate() {
                 @let v = s.values.get(i).copied().unwrap_or(0.0);
@@ -243,7 +273,7 @@ pub fn grouped_bars(
         }
     };
     html! {
-        (frame(id, title, desc, height, body))
+        (frame(id, title, desc, (width, height), body))
         (legend(&series.iter().map(|s| (s.key, s.label)).collect::<Vec<_>>()))
     }
 }
@@ -276,7 +306,7 @@ pub fn timeline(id: &str, title: &str, desc: &str, spans: &[Span], axis: [String
             @for (k, label) in axis.iter().enumerate() {
                 @let px = ML + pw * k as f64 / 2.0;
                 line.tick x1=(px) x2=(px) y1=(MT) y2=(MT + ph + 4.0) {}
-                text.xlabel x=(px) y=(height - 8.0) { (label) }
+                text class=(["xlabel start", "xlabel", "xlabel end"][k]) x=(px) y=(height - 8.0) { (label) }
             }
         }
         @for (i, s) in spans.iter().enumerate() {
@@ -290,7 +320,7 @@ pub fn timeline(id: &str, title: &str, desc: &str, spans: &[Span], axis: [String
             }
         }
     };
-    frame(id, title, desc, height, body)
+    frame(id, title, desc, (W, height), body)
 }
 
 #[cfg(test)]
@@ -316,6 +346,7 @@ mod tests {
             "Jobs <per> minute",
             "desc",
             &[(0, "00:00".into())],
+            &["a".into(), "b".into(), "c".into()],
             &[Series {
                 key: "done",
                 label: "done",
@@ -333,6 +364,12 @@ mod tests {
         );
         assert!(s.contains("data-series=\"done\" data-total=\"3\""), "{s}");
         assert!(s.contains("viewBox=\"0 0 900 220\""), "{s}");
+        assert_eq!(
+            s.matches("<circle").count(),
+            2,
+            "markers on non-zero points: {s}"
+        );
+        assert!(s.contains("<title>b: 2 done</title>"), "{s}");
         let b = stacked_bars(
             "h",
             "t",

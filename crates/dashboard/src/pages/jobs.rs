@@ -275,13 +275,14 @@ fn attempts_section(j: &JobDetail, tries: &[Attempt], now: DateTime<Utc>) -> Mar
         ts(Some(t0)),
         ts(Some(t1)),
     );
-    let at = |k: i64| {
-        (t0 + (t1 - t0) * k as i32 / 2)
-            .format("%m-%d %H:%M:%S")
-            .to_string()
-    };
+    let span_ms = (t1 - t0).num_milliseconds();
+    let axis = [
+        t0.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        format!("+{}", duration_text(span_ms / 2)),
+        format!("+{}", duration_text(span_ms)),
+    ];
     html! {
-        (charts::timeline("chart-attempts", "Attempts of this job", &desc, &spans, [at(0), at(1), at(2)]))
+        (charts::timeline("chart-attempts", "Attempts of this job", &desc, &spans, axis))
         (charts::legend(&[("done", "done"), ("retried", "retried"), ("abandoned", "abandoned (worker lost)"), ("failed", "failed"), ("running", "running")]))
         @if tries.len() > shown.len() {
             p.note { "The timeline shows the last " (shown.len()) " of " (tries.len()) " attempts." }

@@ -37,8 +37,8 @@ button.danger{border-color:#c0392b;color:#c0392b}input,select{font:inherit;paddi
 .card.bad b{color:#c0392b}.note{color:#6b7587;font-size:12px;margin:.2rem 0 .6rem}\
 svg.chart{display:block;width:100%;height:auto;background:#fff;border:1px solid #e3e6eb}\
 .grid line{stroke:#e3e6eb}.grid line.tick{stroke:#8592a8}.xlabel,.ylabel{font-size:11px;fill:#6b7587}\
-.xlabel{text-anchor:middle}.ylabel{text-anchor:end}polyline.line{fill:none;stroke:var(--c);stroke-width:1.5}\
-.bar{fill:var(--c)}.sw{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:-1px;background:var(--c)}\
+.xlabel{text-anchor:middle}.xlabel.start{text-anchor:start}.xlabel.end{text-anchor:end}.ylabel{text-anchor:end}polyline.line{fill:none;stroke:var(--c);stroke-width:1.5}\
+.bar,.dot{fill:var(--c)}.sw{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:-1px;background:var(--c)}\
 .s-done,.s-succeeded{--c:#3f9a4a}.s-retried{--c:#e0a100}.s-abandoned{--c:#9b6bd1}.s-failed{--c:#c0392b}\
 .s-due{--c:#8592a8}.s-duration,.s-running{--c:#3867d6}\
 ul.legend{list-style:none;display:flex;gap:1rem;padding:0;margin:.3rem 0 .4rem;font-size:12px}\

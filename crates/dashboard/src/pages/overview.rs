@@ -264,9 +264,13 @@ fn per_minute(minutes: &[Bucket]) -> Markup {
         busiest(minutes, "%H:%M")
     );
     let rows = active_rows(minutes, 60);
+    let labels: Vec<String> = minutes
+        .iter()
+        .map(|b| b.start.format("%H:%M UTC").to_string())
+        .collect();
     html! {
         (totals_cards(&t, "24 h"))
-        (charts::lines("chart-minutes", "Job attempts per minute, last 24 hours", &desc, &ticks, &outcome_series(minutes)))
+        (charts::lines("chart-minutes", "Job attempts per minute, last 24 hours", &desc, &ticks, &labels, &outcome_series(minutes)))
         details {
             summary { "Table: the last " (rows.len()) " minutes with attempts" }
             (bucket_table(&rows, "%Y-%m-%d %H:%M"))
@@ -362,8 +366,8 @@ fn nightly_charts(newest_first: &[NightlyRun], now: DateTime<Utc>) -> Markup {
     );
     html! {
         div.pair {
-            div { (charts::grouped_bars("chart-runs", "Users per nightly run", &users_desc, &labels, &users, "")) }
-            div { (charts::grouped_bars("chart-run-durations", "Duration per nightly run", &duration_desc, &labels, &duration, unit)) }
+            div { (charts::grouped_bars("chart-runs", "Users per nightly run", &users_desc, 450.0, &labels, &users, "")) }
+            div { (charts::grouped_bars("chart-run-durations", "Duration per nightly run", &duration_desc, 450.0, &labels, &duration, unit)) }
         }
     }
 }
