@@ -297,13 +297,20 @@ pub async fn queue_health(pool: &PgPool) -> Result<Vec<QueueHealth>, DomainError
         JobState::Pending.condition(),
         JobState::Retrying.condition()
     );
-    let capped = |s: JobState| {
-        format!(
-            "(SELECT count(*) FROM (SELECT 1 FROM apalis.jobs j WHERE j.job_type = q.name AND {} LIMIT {}) c)",
-            s.condition(),
-            FINAL_COUNT_CAP + 1
-        )
-    };
+    let killed = format!(
+        "(SELECT count(*) FROM (SELECT 1 FROM apalis.jobs j WHERE j.job_type = q.name AND {} LIMIT {}) c)",
+        JobState::Killed.condition(),
+        FINAL_COUNT_CAP + 1
+    );
+    // Failed for good = every Failed job minus the retrying ones (Failed with attempts
+    // left, counted exactly above): an index-only walk of (job_type, status) that stops
+    // after cap + 1 + retrying entries, where filtering on attempts would visit every
+    // failed job of the history.
+    let failed = format!(
+        "greatest((SELECT count(*) FROM (SELECT 1 FROM apalis.jobs j WHERE j.job_type = q.name \
+                   AND j.status = 'Failed' LIMIT {} + coalesce(a.retrying, 0)) c) - coalesce(a.retrying, 0), 0)",
+        FINAL_COUNT_CAP + 1
+    );
     let sql = format!(
         "WITH active AS ( \
              SELECT j.job_type, \
@@ -326,10 +333,15 @@ pub async fn queue_health(pool: &PgPool) -> Result<Vec<QueueHealth>, DomainError
         pending = JobState::Pending.condition(),
         retrying = JobState::Retrying.condition(),
         running = JobState::Running.condition(),
-        failed = capped(JobState::Failed),
-        killed = capped(JobState::Killed),
     );
+    // Active jobs are found through apalis' partial fetch index (pending or retrying:
+    // the active set only). With bitmap scans the planner ANDs it with the status index
+    // and reads every failed job of the history (4-13 ms at 1,000,000 jobs instead of
+    // 0.1 ms): not for these statements.
     let mut tx = without_jit(pool).await?;
+    sqlx::query("SET LOCAL enable_bitmapscan = off")
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query_as(AssertSqlSafe(sql))
         .bind(queues)
         .fetch_all(&mut *tx)
