@@ -304,6 +304,33 @@ async fn the_jobs_list_shows_durations_and_finds_jobs_by_error_text(pool: PgPool
 }
 
 #[sqlx::test(migrations = false)]
+async fn without_the_trigram_index_the_search_still_works_and_says_so(pool: PgPool) {
+    let app = app(&pool, 50).await;
+    let s = seed(&pool).await;
+    // As on a server without PostgreSQL's contrib (the migration then skips the index).
+    sqlx::query("DROP INDEX calsync.job_attempts_error_trgm_idx")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let cookie = login(&app, READONLY).await;
+    let hits = get(&app, "/jobs?error=backendError", Some(&cookie)).await;
+    assert_eq!(hits.status, StatusCode::OK);
+    assert!(hits.body.contains(&s.retried_then_done), "{}", hits.body);
+    assert!(
+        hits.body
+            .contains("Error search is not indexed on this database"),
+        "{}",
+        hits.body
+    );
+    assert!(
+        !get(&app, "/jobs", Some(&cookie))
+            .await
+            .body
+            .contains("not indexed")
+    );
+}
+
+#[sqlx::test(migrations = false)]
 async fn attempt_errors_are_escaped_everywhere(pool: PgPool) {
     let app = app(&pool, 50).await;
     let u = user(&pool, "x@uni.edu", Some("cal-x")).await;
