@@ -277,3 +277,184 @@ async fn readonly_login_shows_no_actions() {
     c.close().await.unwrap();
     let _ = std::fs::remove_dir_all(profile);
 }
+
+/// Where screenshots go: `target/e2e-screenshots/` (or under `CARGO_TARGET_DIR`).
+fn screenshot_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("e2e-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    let path = screenshot_dir().join(format!("{name}.png"));
+    std::fs::write(&path, png).expect("write screenshot");
+    println!("screenshot: {}", path.display());
+}
+
+/// Evaluate a JavaScript expression in the page.
+async fn js(c: &Client, expr: &str) -> serde_json::Value {
+    c.execute(&format!("return {expr};"), vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{expr}: {e}"))
+}
+
+/// A real nightly run of three students through a real worker: one sync fails once
+/// with Google's 503 and succeeds on its retry, one calendar is gone (killed), one
+/// succeeds. The overview's SVG charts show exactly that, and the retried job's page
+/// shows its two attempts on a timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_charts_and_the_attempt_timeline_after_a_real_nightly_run() {
+    let fake = FakeGoogle::start().await.unwrap();
+    let (url, pool, _db) = fresh_database(&base_url()).await;
+    let users = seed_university(&pool, &fake, 3).await;
+    fake.add_fault(
+        calsync_fake_google::FaultRule::error(503, "backendError")
+            .calendar("e2e-cal-1")
+            .times(1),
+    );
+    fake.add_fault(
+        calsync_fake_google::FaultRule::error(404, "notFound")
+            .calendar("e2e-cal-2")
+            .method("calendars.get"),
+    );
+    // Retry at once instead of after the 30 s backoff.
+    sqlx::query(
+        "UPDATE calsync.queue_settings SET backoff_base_seconds = 0, backoff_cap_seconds = 0",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let run = calsync_domain::queue::run_nightly_pass(
+        &pool,
+        chrono::Utc::now(),
+        calsync_domain::queue::RunTrigger::Manual,
+        "browser",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(run.enqueued, 3);
+    let mut worker = WorkerProcess::spawn(
+        &url,
+        &fake,
+        "charts",
+        &["--no-cron", "--heartbeat-secs", "1", "--poll-secs", "1"],
+    );
+    wait_until(
+        "the nightly run finished",
+        Duration::from_secs(90),
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT finished_at IS NOT NULL FROM calsync.nightly_runs WHERE id = $1",
+            )
+            .bind(run.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    assert!(worker.terminate(Duration::from_secs(20)).success());
+    let retried: String = sqlx::query_scalar(
+        "SELECT id FROM apalis.jobs WHERE calsync.job_payload(job) ->> 'user_id' = $1",
+    )
+    .bind(users[0].to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    let addr = serve_dashboard(&pool).await;
+    let base = format!("http://{addr}");
+    let (_driver, c, profile) = browser().await;
+    c.set_window_size(1300, 2600).await.unwrap();
+    log_in(&c, &base, READONLY).await;
+    page_with(&c, "<h1>Overview</h1>").await;
+
+    // Per minute: one line per outcome, with the run's numbers, drawn and styled.
+    for (series, total) in [("done", "2"), ("retried", "1"), ("failed", "1")] {
+        let sel = format!("#chart-minutes polyline[data-series='{series}']");
+        assert_eq!(
+            js(
+                &c,
+                &format!("document.querySelector(\"{sel}\").dataset.total")
+            )
+            .await,
+            serde_json::json!(total),
+            "{series}"
+        );
+    }
+    assert_eq!(
+        js(&c, "getComputedStyle(document.querySelector(\"#chart-minutes polyline[data-series='failed']\")).stroke").await,
+        serde_json::json!("rgb(192, 57, 43)"),
+        "the stylesheet colours the series under the CSP"
+    );
+    let width = js(
+        &c,
+        "document.querySelector('#chart-minutes').getBoundingClientRect().width",
+    )
+    .await;
+    assert!(width.as_f64().unwrap() > 600.0, "{width}");
+    assert_eq!(
+        js(
+            &c,
+            "document.querySelector('#chart-minutes title').textContent"
+        )
+        .await,
+        serde_json::json!("Job attempts per minute, last 24 hours")
+    );
+    // Per hour: this hour's column holds all four attempts.
+    assert_eq!(
+        js(&c, "[...document.querySelectorAll('#chart-hours rect')].map(r => r.dataset.series + '=' + r.dataset.value).join(' ')").await,
+        serde_json::json!("done=2 retried=1 failed=1")
+    );
+    // The nightly run: 3 due, 2 succeeded, 1 failed.
+    assert_eq!(
+        js(&c, "[...document.querySelectorAll('#chart-runs rect')].map(r => r.dataset.series + '=' + r.dataset.value).join(' ')").await,
+        serde_json::json!("due=3 succeeded=2 failed=1")
+    );
+    assert_eq!(
+        js(
+            &c,
+            "document.querySelectorAll('#chart-run-durations rect').length"
+        )
+        .await,
+        serde_json::json!(1)
+    );
+    screenshot(&c, "overview").await;
+
+    // The retried job's page: attempt 1 retried with Google's error, attempt 2 done.
+    c.goto(&format!("{base}/jobs/{retried}")).await.unwrap();
+    page_with(&c, "Attempts of this job").await;
+    assert_eq!(
+        js(&c, "[...document.querySelectorAll('#chart-attempts g.span')].map(g => g.dataset.series).join(' ')").await,
+        serde_json::json!("retried done")
+    );
+    let rows = js(&c, "[...document.querySelectorAll('table.attempts tr')].slice(1).map(r => r.cells[0].textContent + ' ' + r.cells[5].textContent + ' ' + r.cells[6].textContent)").await;
+    let rows: Vec<String> = serde_json::from_value(rows).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows[0].starts_with("1 retried ") && rows[0].contains("HTTP 503"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[1], "2 done ");
+    screenshot(&c, "job-attempts").await;
+
+    // The list: durations, and the job found by its first attempt's error.
+    c.goto(&format!("{base}/jobs?error=backendError"))
+        .await
+        .unwrap();
+    let src = page_with(&c, "matching error").await;
+    assert!(src.contains(&retried), "{src}");
+    assert_eq!(
+        js(&c, "document.querySelectorAll('table tr').length").await,
+        serde_json::json!(2),
+        "only that job"
+    );
+    screenshot(&c, "jobs-error-search").await;
+    c.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(profile);
+}

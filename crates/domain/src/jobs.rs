@@ -1,9 +1,10 @@
-//! The read side of the job queue for operators: the job list (filters and keyset
-//! paging on the ULID id, newest first) and one job in full.
+//! The read side of the job queue for operators: the job list (filters, search by
+//! error text, keyset paging on the ULID id, newest first) and one job in full.
 //!
 //! Every query here stays an index range scan at 1,000,000 jobs: the list walks
 //! `(status, id DESC)`, `(job_type, status, id DESC)` or the payload-key indexes
-//! (`user_id`, `run_id`) from the `before` bound and stops after `limit` rows.
+//! (`user_id`, `run_id`) from the `before` bound and stops after `limit` rows; an
+//! error search looks the text up in the attempts' trigram index (see [`crate::attempts`]).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -11,6 +12,7 @@ use sqlx::{AssertSqlSafe, FromRow, PgExecutor, Postgres, QueryBuilder};
 
 use crate::{
     DomainError,
+    attempts::ErrorSearch,
     queue::{JobFilter, JobState},
 };
 
@@ -27,6 +29,11 @@ pub struct JobSummary {
     pub run_at: DateTime<Utc>,
     /// The last attempt's error, if it failed.
     pub last_error: Option<String>,
+    /// How long the last finished attempt took or, while the job runs, how long the
+    /// current attempt has been running (milliseconds). `None` when unknown.
+    pub duration_ms: Option<i64>,
+    /// With an error search: the newest error of this job that matches it.
+    pub matched_error: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -39,6 +46,8 @@ struct SummaryRow {
     max_attempts: i32,
     run_at: DateTime<Utc>,
     err: Option<String>,
+    duration_ms: Option<i64>,
+    matched_error: Option<String>,
 }
 
 fn state_of(s: &str) -> Result<JobState, DomainError> {
@@ -53,18 +62,61 @@ pub async fn list(
     before: Option<&str>,
     limit: i64,
 ) -> Result<Vec<JobSummary>, DomainError> {
+    search(db, filter, None, before, limit).await
+}
+
+/// [`list`], narrowed to jobs with an attempt whose error contains `error` (any
+/// attempt, not only the last: a job that failed with it and then succeeded is found).
+pub async fn search(
+    db: impl PgExecutor<'_>,
+    filter: &JobFilter,
+    error: Option<&ErrorSearch>,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<JobSummary>, DomainError> {
+    // The duration: the running attempt so far, else the newest recorded attempt
+    // (one index probe per listed row: the subqueries run after the LIMIT).
     let mut qb = QueryBuilder::<Postgres>::new(format!(
         "SELECT j.id, j.job_type, {} AS state, calsync.job_payload(j.job) ->> 'user_id' AS user_id, \
-         j.attempts, j.max_attempts, j.run_at, j.last_result ->> 'Err' AS err FROM apalis.jobs j WHERE true",
-        JobState::SQL_EXPR
+         j.attempts, j.max_attempts, j.run_at, j.last_result ->> 'Err' AS err, \
+         (CASE WHEN {} THEN extract(epoch FROM now() - j.lock_at) * 1000 \
+               ELSE (SELECT extract(epoch FROM a.finished_at - a.started_at) * 1000 \
+                     FROM calsync.job_attempts a WHERE a.job_id = j.id ORDER BY a.id DESC LIMIT 1) \
+          END)::bigint AS duration_ms, ",
+        JobState::SQL_EXPR,
+        JobState::Running.condition(),
     ));
+    match error {
+        Some(e) => qb
+            .push(
+                "(SELECT a.error FROM calsync.job_attempts a WHERE a.job_id = j.id \
+                 AND a.error ILIKE ",
+            )
+            .push_bind(e.pattern())
+            .push(" ORDER BY a.id DESC LIMIT 1) AS matched_error"),
+        None => qb.push("NULL::text AS matched_error"),
+    };
+    qb.push(" FROM apalis.jobs j WHERE true");
     filter.push_conditions(&mut qb);
+    if let Some(e) = error {
+        qb.push(" AND j.id IN (SELECT a.job_id FROM calsync.job_attempts a WHERE a.error ILIKE ")
+            .push_bind(e.pattern())
+            .push(")");
+    }
     if let Some(b) = before {
         qb.push(" AND j.id < ").push_bind(b.to_string());
     }
     qb.push(" ORDER BY j.id DESC LIMIT ")
         .push_bind(limit.max(0));
-    let rows: Vec<SummaryRow> = qb.build_query_as().fetch_all(db).await?;
+    // A search is planned for its own text, every time (an unnamed statement): how rare
+    // the text is decides the plan — the trigram index for a rare error, the newest jobs
+    // first for a common one. A cached generic plan walked 500,000 jobs for a rare error
+    // (450 ms at 1,000,000 jobs instead of 8 ms).
+    let rows: Vec<SummaryRow> = qb
+        .build_query_as()
+        .persistent(error.is_none())
+        .fetch_all(db)
+        .await?;
     rows.into_iter()
         .map(|r| {
             Ok(JobSummary {
@@ -76,6 +128,8 @@ pub async fn list(
                 max_attempts: r.max_attempts,
                 run_at: r.run_at,
                 last_error: r.err,
+                duration_ms: r.duration_ms,
+                matched_error: r.matched_error,
             })
         })
         .collect()

@@ -19,16 +19,21 @@
 //! * [`queue`]: enqueueing `SyncUserJob`s, the nightly fan-out, retry/discard of jobs.
 //! * [`jobs`], [`user_list`], [`audit`]: the operators' read side (job list and detail,
 //!   user list, audit log) the dashboard renders.
+//! * [`attempts`]: every job attempt as it happened (recorded by a trigger), error search.
+//! * [`job_stats`]: queue health and throughput per minute / hour from an incremental
+//!   roll-up, cheap at any table size.
 //! * [`dashboard_sessions`]: revocable server-side dashboard sessions.
 //! * [`workers`]: worker liveness (each worker's own heartbeat interval).
 
 pub mod academic;
+pub mod attempts;
 pub mod audit;
 pub mod cleanup;
 pub mod credentials;
 pub mod dashboard_sessions;
 pub mod error;
 pub mod events;
+pub mod job_stats;
 pub mod jobs;
 pub mod owned_calendars;
 pub mod preferences;

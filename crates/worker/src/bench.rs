@@ -29,6 +29,8 @@ use crate::{
     config::{DatabaseUrl, GoogleSettings, SyncSettings},
 };
 
+mod dashboard_health;
+
 /// One measured comparison.
 #[derive(Debug, Serialize)]
 struct Row {
@@ -121,6 +123,7 @@ async fn run_all(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
         scaled(1_000_000.0, args.scale)
     );
     rows.extend(dashboard_pages(pool, scaled(1_000_000.0, args.scale)).await?);
+    rows.extend(dashboard_health::run(pool, scaled(1_000_000.0, args.scale)).await?);
     println!("==> campus-wide holiday flagging");
     rows.push(campus_wide_holiday(pool, scaled(40_000.0, args.scale)).await?);
     Ok(rows)

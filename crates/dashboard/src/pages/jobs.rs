@@ -1,19 +1,22 @@
-//! Jobs: the list (filters, keyset paging), one job, and the retry/discard actions on
-//! one job or on everything a filter matches. (The attempt timeline will join the job
-//! page; a duration column the list.)
+//! Jobs: the list (filters, search by error text, a duration column, keyset paging),
+//! one job with the timeline of its attempts, and the retry/discard actions on one job
+//! or on everything a filter matches.
 
 use std::fmt::Write;
 
 use axum::extract::State;
 use calsync_domain::{
+    attempts::{self, Attempt, AttemptOutcome, ErrorSearch},
     jobs::{self, JobDetail, JobSummary},
     queue::{self, ActionOutcome, JobFilter, JobState},
 };
+use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 
 use super::{
     Action, Ctx, PageResult,
-    layout::{button, enc, job_badge, query, short, ts},
+    charts::{self, Span},
+    layout::{badge, button, duration_text, enc, job_badge, query, short, ts},
 };
 use crate::{
     SharedState,
@@ -56,16 +59,33 @@ fn filter_fields(f: &JobFilter) -> Vec<(&'static str, String)> {
     v
 }
 
+/// The duration cell: the last attempt's, or "running …" for the current one.
+fn duration_cell(j: &JobSummary) -> String {
+    match (j.state, j.duration_ms) {
+        (JobState::Running, Some(ms)) => format!("running {}", duration_text(ms)),
+        (_, Some(ms)) => duration_text(ms),
+        (_, None) => "—".into(),
+    }
+}
+
 /// A table of jobs (also on the run and user pages).
 pub fn table(rows: &[JobSummary]) -> Markup {
+    table_with(rows, false)
+}
+
+/// A table of jobs; `searched`: the error column shows the error that matched the
+/// search (which may be an earlier attempt's).
+fn table_with(rows: &[JobSummary], searched: bool) -> Markup {
     html! {
         table {
             tr {
                 th { "job" } th { "queue" } th { "state" } th { "user" }
-                th.num { "attempts" } th { "run at" } th { "last error" }
+                th.num { "attempts" } th { "run at" }
+                th title="the last attempt's, or the running attempt's so far" { "duration" }
+                th { @if searched { "matching error" } @else { "last error" } }
             }
             @if rows.is_empty() {
-                tr { td.muted colspan="7" { "No jobs match." } }
+                tr { td.muted colspan="8" { "No jobs match." } }
             }
             @for j in rows {
                 tr {
@@ -77,7 +97,14 @@ pub fn table(rows: &[JobSummary]) -> Markup {
                     }
                     td.num { (j.attempts) "/" (j.max_attempts) }
                     td { (ts(Some(j.run_at))) }
-                    td { (short(j.last_error.as_deref().unwrap_or(""), 120)) }
+                    td { (duration_cell(j)) }
+                    td {
+                        @if searched {
+                            (short(j.matched_error.as_deref().unwrap_or(""), 120))
+                        } @else {
+                            (short(j.last_error.as_deref().unwrap_or(""), 120))
+                        }
+                    }
                 }
             }
         }
@@ -91,14 +118,26 @@ pub async fn list(
     QueryParams(p): QueryParams,
 ) -> PageResult {
     let f = filter_from(&p)?;
+    let error = p
+        .get("error")
+        .map(|t| ErrorSearch::new(t).map_err(|e| PageError::BadRequest(e.to_string())))
+        .transpose()?;
     let before = p.get("before");
-    let mut rows = jobs::list(&st.pool, &f, before, st.page_size + 1).await?;
+    let mut rows = jobs::search(&st.pool, &f, error.as_ref(), before, st.page_size + 1).await?;
+    let indexed = match error {
+        Some(_) => attempts::error_search_indexed(&st.pool).await?,
+        None => true,
+    };
     let more = rows.len() as i64 > st.page_size;
     rows.truncate(st.page_size as usize);
     let fields = filter_fields(&f);
+    let mut listed = fields.clone();
+    if let Some(e) = &error {
+        listed.push(("error", e.text().to_string()));
+    }
     let here = format!("/jobs?{}", query(&fields));
     let next = rows.last().filter(|_| more).map(|last| {
-        let mut q = fields.clone();
+        let mut q = listed.clone();
         q.push(("before", last.id.clone()));
         format!("/jobs?{}", query(&q))
     });
@@ -118,16 +157,31 @@ pub async fn list(
             label { "queue " input name="queue" value=(f.queue.as_deref().unwrap_or("")) size="14"; }
             label { "user id " input name="user_id" value=(f.user_id.map(|u| u.to_string()).unwrap_or_default()) size="8"; }
             label { "run id " input name="run_id" value=(f.run_id.map(|u| u.to_string()).unwrap_or_default()) size="6"; }
+            label title={ "any attempt's error contains this text (case-insensitive, at least " (ErrorSearch::MIN_CHARS) " characters)" } {
+                "error contains "
+                input name="error" type="search" value=(error.as_ref().map(|e| e.text()).unwrap_or("")) size="24";
+            }
             button { "Filter" }
         }
-        @if ctx.admin() {
+        @if !indexed {
+            p.note role="status" {
+                "Error search is not indexed on this database (the pg_trgm extension was not available when calsync migrated), "
+                "so each search reads every recorded error; see docs/operations.md to add the index."
+            }
+        }
+        @if error.is_some() {
+            p.note {
+                "Jobs with an attempt whose error contains the text, newest first. "
+                @if ctx.admin() { "Retry and discard by filter ignore the error search: clear it to act on the filter, or act on jobs one by one." }
+            }
+        } @else if ctx.admin() {
             p {
                 (button("/jobs/retry", "Retry all failed/killed matching this filter", ctx.csrf(), &hidden, false))
                 " "
                 (button("/jobs/discard", "Discard all pending matching this filter", ctx.csrf(), &hidden, true))
             }
         }
-        (table(&rows))
+        (table_with(&rows, error.is_some()))
         @if let Some(next) = next {
             p { a rel="next" href=(next) { "Older jobs →" } }
         }
@@ -141,14 +195,130 @@ pub async fn detail(
     ctx: Ctx,
     PathId(id): PathId<String>,
 ) -> PageResult {
-    let job = jobs::get(&st.pool, &id)
-        .await?
-        .ok_or_else(|| PageError::NotFound(format!("There is no job {id}.")))?;
-    let body = detail_body(&ctx, &job);
+    let (job, tries) =
+        tokio::try_join!(jobs::get(&st.pool, &id), attempts::for_job(&st.pool, &id))?;
+    let job = job.ok_or_else(|| PageError::NotFound(format!("There is no job {id}.")))?;
+    let body = detail_body(&ctx, &job, &tries, Utc::now());
     ctx.render(&format!("Job {id}"), body)
 }
 
-fn detail_body(ctx: &Ctx, j: &JobDetail) -> Markup {
+/// The attempt timeline: SVG bars on a time axis plus a table with every detail.
+fn attempts_section(j: &JobDetail, tries: &[Attempt], now: DateTime<Utc>) -> Markup {
+    // The running attempt is not recorded yet: it is the job's lock time until now.
+    let running = (j.state == JobState::Running)
+        .then_some(j.lock_at)
+        .flatten();
+    if tries.is_empty() && running.is_none() {
+        return html! { p.muted { "No attempt has ended yet." } };
+    }
+    let shown = &tries[tries.len().saturating_sub(50)..];
+    let t0 = shown
+        .iter()
+        .map(|a| a.started_at.unwrap_or(a.finished_at))
+        .chain(running)
+        .min()
+        .unwrap_or(now);
+    let t1 = shown
+        .iter()
+        .map(|a| a.finished_at)
+        .chain(running.map(|_| now))
+        .max()
+        .unwrap_or(now);
+    let secs = |t: DateTime<Utc>| (t - t0).num_milliseconds() as f64 / 1000.0;
+    let mut spans: Vec<Span> = shown
+        .iter()
+        .map(|a| Span {
+            label: format!("#{}", a.attempt),
+            from: a.started_at.map(secs),
+            to: secs(a.finished_at),
+            key: a.outcome.as_str(),
+            tip: format!(
+                "attempt {}: {}, {}{}",
+                a.attempt,
+                a.outcome.as_str(),
+                a.duration()
+                    .map(|d| duration_text(d.num_milliseconds()))
+                    .unwrap_or_else(|| "start unknown".into()),
+                a.error
+                    .as_deref()
+                    .map(|e| format!(": {}", short(e, 200)))
+                    .unwrap_or_default()
+            ),
+        })
+        .collect();
+    if let Some(start) = running {
+        spans.push(Span {
+            label: format!("#{}", j.attempts + 1),
+            from: Some(secs(start)),
+            to: secs(now),
+            key: "running",
+            tip: format!(
+                "attempt {}: running for {}",
+                j.attempts + 1,
+                duration_text((now - start).num_milliseconds())
+            ),
+        });
+    }
+    let count = |o: AttemptOutcome| tries.iter().filter(|a| a.outcome == o).count();
+    let desc = format!(
+        "{} recorded attempts ({} done, {} retried, {} abandoned, {} failed){}, from {} to {}.",
+        tries.len(),
+        count(AttemptOutcome::Done),
+        count(AttemptOutcome::Retried),
+        count(AttemptOutcome::Abandoned),
+        count(AttemptOutcome::Failed),
+        if running.is_some() {
+            " and one running"
+        } else {
+            ""
+        },
+        ts(Some(t0)),
+        ts(Some(t1)),
+    );
+    let span_ms = (t1 - t0).num_milliseconds();
+    let axis = [
+        t0.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        format!("+{}", duration_text(span_ms / 2)),
+        format!("+{}", duration_text(span_ms)),
+    ];
+    html! {
+        (charts::timeline("chart-attempts", "Attempts of this job", &desc, &spans, axis))
+        (charts::legend(&[("done", "done"), ("retried", "retried"), ("abandoned", "abandoned (worker lost)"), ("failed", "failed"), ("running", "running")]))
+        @if tries.len() > shown.len() {
+            p.note { "The timeline shows the last " (shown.len()) " of " (tries.len()) " attempts." }
+        }
+        table.attempts {
+            tr {
+                th.num { "attempt" } th { "worker" } th { "started" } th { "ended" } th { "duration" }
+                th { "outcome" } th { "error" }
+            }
+            @for a in tries {
+                tr {
+                    td.num { (a.attempt) }
+                    td { (a.worker.as_deref().unwrap_or("—")) }
+                    td { (ts(a.started_at)) }
+                    td { (ts(Some(a.finished_at))) }
+                    td { (a.duration().map(|d| duration_text(d.num_milliseconds())).unwrap_or_else(|| "—".into())) }
+                    td { (badge(a.outcome.as_str())) }
+                    td { @if let Some(e) = &a.error { pre { (e) } } }
+                }
+            }
+            @if let Some(start) = running {
+                tr {
+                    td.num { (j.attempts + 1) }
+                    td { (j.lock_by.as_deref().unwrap_or("—")) }
+                    td { (ts(Some(start))) }
+                    td { "—" }
+                    td { "running " (duration_text((now - start).num_milliseconds())) }
+                    td { (badge("running")) }
+                    td {}
+                }
+            }
+        }
+    }
+}
+
+fn detail_body(ctx: &Ctx, j: &JobDetail, tries: &[Attempt], now: DateTime<Utc>) -> Markup {
     let payload_text = match &j.payload {
         Some(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
         None => j.raw_payload.clone().unwrap_or_default(),
@@ -186,6 +356,8 @@ fn detail_body(ctx: &Ctx, j: &JobDetail) -> Markup {
                 a href={ "/jobs?user_id=" (uid) } { "all jobs of this user" }
             }
         }
+        h2 { "Attempts" }
+        (attempts_section(j, tries, now))
         h2 { "Last result" }
         pre { (last_text) }
         @if ctx.admin() {

@@ -29,11 +29,21 @@ pre{background:#fff;border:1px solid #e3e6eb;padding:.6rem;overflow:auto;max-hei
 .error{background:#fdecea;border:1px solid #f1a9a0;padding:.5rem .8rem;margin-bottom:1rem}\
 .st{display:inline-block;padding:0 .45rem;border-radius:.6rem;font-size:12px;background:#e4e7ec}\
 .st-failed,.st-killed,.st-needs_reauth,.st-calendar_missing,.st-failing{background:#f9d6d2}.st-done,.st-ok{background:#d4efd9}\
-.st-running{background:#d6e4fb}.st-retrying{background:#fbecc8}form.inline{display:inline}\
+.st-running{background:#d6e4fb}.st-retrying,.st-retried{background:#fbecc8}.st-abandoned{background:#e6dcf5}form.inline{display:inline}\
 button{font:inherit;padding:.2rem .7rem;border:1px solid #8592a8;border-radius:.25rem;background:#fff;cursor:pointer}\
 button.danger{border-color:#c0392b;color:#c0392b}input,select{font:inherit;padding:.2rem .3rem}\
 .cards{display:flex;gap:.8rem;flex-wrap:wrap}.card{background:#fff;border:1px solid #e3e6eb;padding:.6rem .9rem;min-width:9rem}\
-.card b{display:block;font-size:20px}.muted{color:#6b7587}.filters{margin-bottom:.8rem;display:flex;gap:.6rem;flex-wrap:wrap;align-items:end}";
+.card b{display:block;font-size:20px}.muted{color:#6b7587}.filters{margin-bottom:.8rem;display:flex;gap:.6rem;flex-wrap:wrap;align-items:end}\
+.card.bad b{color:#c0392b}.note{color:#6b7587;font-size:12px;margin:.2rem 0 .6rem}\
+svg.chart{display:block;width:100%;height:auto;background:#fff;border:1px solid #e3e6eb}\
+.grid line{stroke:#e3e6eb}.grid line.tick{stroke:#8592a8}.xlabel,.ylabel{font-size:11px;fill:#6b7587}\
+.xlabel{text-anchor:middle}.xlabel.start{text-anchor:start}.xlabel.end{text-anchor:end}.ylabel{text-anchor:end}polyline.line{fill:none;stroke:var(--c);stroke-width:1.5}\
+.bar,.dot{fill:var(--c)}.sw{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:-1px;background:var(--c)}\
+.s-done,.s-succeeded{--c:#3f9a4a}.s-retried{--c:#e0a100}.s-abandoned{--c:#9b6bd1}.s-failed{--c:#c0392b}\
+.s-due{--c:#8592a8}.s-duration,.s-running{--c:#3867d6}\
+ul.legend{list-style:none;display:flex;gap:1rem;padding:0;margin:.3rem 0 .4rem;font-size:12px}\
+.pair{display:grid;grid-template-columns:repeat(auto-fit,minmax(22rem,1fr));gap:1rem}\
+details{margin:.2rem 0 1rem}summary{cursor:pointer;color:#3867d6}td pre{margin:0;max-height:10rem;white-space:pre-wrap}";
 
 /// `GET /static/dashboard.css`.
 pub async fn stylesheet() -> Response {
@@ -54,6 +64,17 @@ pub struct Who<'a> {
 
 /// The whole page around `body`.
 pub fn page(title: &str, who: Option<Who<'_>>, flash: Option<&str>, body: Markup) -> Html<String> {
+    page_refreshing(title, who, flash, None, body)
+}
+
+/// [`page`], reloaded by the browser every `refresh` seconds when set (no script).
+pub fn page_refreshing(
+    title: &str,
+    who: Option<Who<'_>>,
+    flash: Option<&str>,
+    refresh: Option<u32>,
+    body: Markup,
+) -> Html<String> {
     Html(
         html! {
             (DOCTYPE)
@@ -61,6 +82,9 @@ pub fn page(title: &str, who: Option<Who<'_>>, flash: Option<&str>, body: Markup
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width,initial-scale=1";
+                    @if let Some(secs) = refresh {
+                        meta http-equiv="refresh" content=(secs);
+                    }
                     title { (title) " · calsync" }
                     link rel="stylesheet" href="/static/dashboard.css";
                 }
@@ -167,6 +191,20 @@ pub fn ts(t: Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| "—".into())
 }
 
+/// A duration in milliseconds for people: `850 ms`, `12.3 s`, `4 min 05 s`,
+/// `2 h 03 min`, `3 d 04 h`.
+pub fn duration_text(ms: i64) -> String {
+    let ms = ms.max(0);
+    let s = ms / 1000;
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min {:02} s", s / 60, s % 60),
+        3_600_000..86_400_000 => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {:02} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// Shorten to `n` characters.
 pub fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
@@ -190,5 +228,15 @@ mod tests {
             query(&[("state", "failed".into()), ("q", "x y".into())]),
             "state=failed&q=x%20y"
         );
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_text(-5), "0 ms");
+        assert_eq!(duration_text(850), "850 ms");
+        assert_eq!(duration_text(12_345), "12.3 s");
+        assert_eq!(duration_text(245_000), "4 min 05 s");
+        assert_eq!(duration_text(7_380_000), "2 h 03 min");
+        assert_eq!(duration_text(3 * 86_400_000 + 4 * 3_600_000), "3 d 04 h");
     }
 }

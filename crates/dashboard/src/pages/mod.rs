@@ -3,6 +3,7 @@
 //! handler runs.
 
 pub mod audit;
+pub mod charts;
 pub mod jobs;
 pub mod layout;
 pub mod login;
@@ -83,13 +84,19 @@ impl Ctx {
 
     /// The page around `body`.
     pub fn render(&self, title: &str, body: Markup) -> PageResult {
-        Ok(layout::page(
+        self.render_refreshing(title, None, body)
+    }
+
+    /// The page around `body`, reloaded every `refresh` seconds when set.
+    pub fn render_refreshing(&self, title: &str, refresh: Option<u32>, body: Markup) -> PageResult {
+        Ok(layout::page_refreshing(
             title,
             Some(Who {
                 role: self.role_label(),
                 csrf: &self.csrf,
             }),
             self.flash.as_deref(),
+            refresh,
             body,
         )
         .into_response())

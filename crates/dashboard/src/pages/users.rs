@@ -1,14 +1,18 @@
-//! Users: search and filter, one user with their recent jobs, and "sync now". (The week
-//! grid and the dry-run diff will join the user page.)
+//! Users: search and filter, one user with their recent jobs, and "sync now".
+//!
+//! The user page is a list of sections (`profile`, `actions`, `recent_jobs`), each a
+//! function of data loaded in `detail`; the week grid and the dry-run diff (issue 14
+//! points 3 and 4) join as further sections between the actions and the recent jobs.
 
 use axum::extract::State;
 use calsync_domain::{
-    DomainError, jobs,
+    DomainError,
+    jobs::{self, JobSummary},
     queue::{self, JobFilter},
     user_list::{self, UserFilter, UserQuery},
     users,
 };
-use maud::html;
+use maud::{Markup, html};
 
 use super::{
     Action, Ctx, PageResult,
@@ -116,6 +120,16 @@ pub async fn detail(
     let recent = jobs::list(&st.pool, &of_user, None, 20).await?;
     let prefs = calsync_domain::preferences::view::user_preferences(&st.pool, id).await?;
     let body = html! {
+        (profile(id, &u))
+        (actions(&ctx, id))
+        (recent_jobs(id, &recent))
+        (super::preferences::section(&prefs))
+    };
+    ctx.render(&format!("User {id}"), body)
+}
+
+fn profile(id: i64, u: &users::User) -> Markup {
+    html! {
         table {
             tr { th { "id" } td { (id) } }
             tr { th { "e-mail" } td { (u.email) } }
@@ -128,15 +142,23 @@ pub async fn detail(
             tr { th { "last error at" } td { (ts(u.last_sync_error_at)) } }
             tr { th { "change generation" } td { (u.calendar_sync_generation) } }
         }
+    }
+}
+
+fn actions(ctx: &Ctx, id: i64) -> Markup {
+    html! {
         @if ctx.admin() {
             p { (button(&format!("/users/{id}/sync"), "Sync now", ctx.csrf(), &[("back", format!("/users/{id}"))], false)) }
         }
+    }
+}
+
+fn recent_jobs(id: i64, recent: &[JobSummary]) -> Markup {
+    html! {
         h2 { "Recent jobs" }
-        (super::jobs::table(&recent))
+        (super::jobs::table(recent))
         p { a href={ "/jobs?user_id=" (id) } { "All jobs of this user" } }
-        (super::preferences::section(&prefs))
-    };
-    ctx.render(&format!("User {id}"), body)
+    }
 }
 
 /// `POST /users/{id}/sync`.

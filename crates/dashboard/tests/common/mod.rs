@@ -167,3 +167,57 @@ pub async fn status_of(pool: &PgPool, id: &str) -> String {
         .await
         .unwrap()
 }
+
+/// One attempt of `job` as apalis runs it: the worker locks it (Running, `lock_at`
+/// `took_secs` ago), then acknowledges it with apalis' own statement
+/// (`handle_result.sql`). calsync's trigger records the attempt.
+pub async fn run_attempt(
+    pool: &PgPool,
+    job: &str,
+    attempt: i32,
+    status: &str,
+    result: serde_json::Value,
+    took_secs: f64,
+) {
+    const WORKER: &str = "page-test-worker";
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name) VALUES ($1, 'sync-calendar', 'test') \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(WORKER)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Running', lock_by = $2, \
+         lock_at = now() - $3 * interval '1 second' WHERE id = $1",
+    )
+    .bind(job)
+    .bind(WORKER)
+    .bind(took_secs)
+    .execute(pool)
+    .await
+    .unwrap();
+    let payload = serde_json::json!([{
+        "task_id": job, "attempt": attempt, "status": status, "result": result
+    }]);
+    let n = sqlx::query(
+        "WITH j AS ( \
+             SELECT (value ->> 'task_id')::text AS task_id, (value ->> 'attempt')::integer AS attempt, \
+                    value -> 'result' AS result, value ->> 'status' AS status \
+             FROM jsonb_array_elements($1::jsonb) AS value \
+         ), locked AS ( \
+             SELECT jobs.id FROM apalis.jobs AS jobs INNER JOIN j ON j.task_id = jobs.id \
+             WHERE jobs.lock_by = $2 ORDER BY jobs.id FOR UPDATE \
+         ) \
+         UPDATE apalis.jobs AS jobs SET status = j.status, attempts = j.attempt, last_result = j.result, done_at = NOW() \
+         FROM j INNER JOIN locked ON locked.id = j.task_id WHERE jobs.id = locked.id",
+    )
+    .bind(payload)
+    .bind(WORKER)
+    .execute(pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(n, 1, "acknowledged");
+}
