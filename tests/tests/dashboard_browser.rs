@@ -319,7 +319,7 @@ async fn health_charts_and_the_attempt_timeline_after_a_real_nightly_run() {
     fake.add_fault(
         calsync_fake_google::FaultRule::error(404, "notFound")
             .calendar("e2e-cal-2")
-            .method("calendars.get"),
+            .method("events.list"),
     );
     // Retry at once instead of after the 30 s backoff.
     sqlx::query(
