@@ -13,6 +13,7 @@
 //!   user list, audit log) the dashboard renders.
 //! * [`dashboard_sessions`]: revocable server-side dashboard sessions.
 //! * [`workers`]: worker liveness (each worker's own heartbeat interval).
+//! * [`quota`]: the cluster-wide Google API quota (buckets of permits workers draw from).
 
 pub mod academic;
 pub mod audit;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod jobs;
 pub mod queue;
+pub mod quota;
 pub mod schedule;
 pub mod tracking;
 pub mod user_list;
