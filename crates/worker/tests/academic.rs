@@ -10,7 +10,7 @@ use calsync_domain::credentials::Secret;
 use calsync_fake_google::FakeGoogle;
 use calsync_seed::{CourseSpec, MeetingSpec, RoomSpec, Seed, StudentSpec, hm, ymd};
 use calsync_worker::{
-    google::{GoogleBackend, GoogleConfig},
+    google::{GoogleBackend, GoogleConfig, QuotaLimits},
     sync::{SyncEngine, SyncReport},
 };
 use chrono::Weekday;
@@ -27,8 +27,11 @@ fn engine(pool: &PgPool, fake: &FakeGoogle) -> SyncEngine {
             token_url: fake.token_url(),
             client_id: "test-client".into(),
             client_secret: Secret::new("test-secret"),
-            per_user_rps: 10_000.0,
-            project_rps: 10_000.0,
+            quota: QuotaLimits {
+                project: 6_000_000,
+                per_user: 600_000,
+                window: Duration::from_secs(60),
+            },
             request_timeout: Duration::from_secs(10),
         },
         pool.clone(),
