@@ -219,3 +219,32 @@ async fn a_big_sync_stays_within_googles_per_user_quota(pool: PgPool) {
         "one list and 24 inserts"
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn permits_granted_waited_and_leased_are_exported(pool: PgPool) {
+    calsync_domain::migrate(&pool).await.unwrap();
+    let metrics = calsync_worker::telemetry::prometheus().expect("recorder");
+    // 20 per 10 s: the second second's calls wait for permits.
+    let quota = QuotaLimits {
+        project: 20,
+        per_user: 20,
+        window: Duration::from_secs(10),
+    };
+    let client = GoogleClient::new(config(quota, None), pool.clone()).unwrap();
+    let until = Instant::now() + Duration::from_millis(1500);
+    run_callers(&client, 3, |t| t as i64, until).await;
+    let text = metrics.render();
+    for name in [
+        "calsync_google_quota_rate{bucket=\"project\"}",
+        "calsync_google_quota_rate{bucket=\"user\"}",
+        "calsync_google_permits_granted_total{bucket=\"project\"}",
+        "calsync_google_permits_granted_total{bucket=\"user\"}",
+        "calsync_google_quota_draws_total{bucket=\"project\",outcome=\"granted\"}",
+        "calsync_google_quota_draws_total{bucket=\"project\",outcome=\"empty\"}",
+        "calsync_google_permit_waits_total{bucket=\"project\"}",
+        "calsync_google_permit_wait_seconds",
+        "calsync_google_permits_leased{bucket=\"project\"}",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+}

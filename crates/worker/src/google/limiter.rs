@@ -67,7 +67,7 @@ impl QuotaLimits {
 /// Longest time from taking a permit to the request reaching Google (building the
 /// request, a pooled connection, the network): counted into the window, so a permit used
 /// late never lets Google see more than the quota.
-pub const SEND_MARGIN: Duration = Duration::from_millis(150);
+pub const SEND_MARGIN: Duration = Duration::from_millis(100);
 
 /// How batches are sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,8 @@ enum Sizing {
     /// Shared by all calls of the process: enough for the recent pace over one lease.
     Pace,
     /// One student's session, calls one after another: 4, then twice the last batch
-    /// while the session keeps calling (few draws for long syncs, little waste for short).
+    /// while the session keeps calling (few draws for long syncs, little waste for
+    /// short), never more than its pace uses within the lease.
     Doubling,
 }
 
@@ -103,7 +104,7 @@ impl QuotaPolicy {
         let w = q.window.max(Duration::from_secs(1));
         // The project's permits are shared by every call of the process and drawn for
         // callers that are waiting: a short lease (W/200, 0.3 s at Google's minute).
-        let project_lease = (w / 200).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        let project_lease = (w / 200).clamp(Duration::from_millis(100), Duration::from_millis(500));
         // A student's permits serve one session's calls one after another: a longer
         // lease (W/10) so a sync needs few draws; Google's per-user quota is rarely the
         // limit, so the lower pace (91 %) costs nothing.
@@ -132,11 +133,11 @@ impl QuotaPolicy {
         QuotaPolicy {
             // A second's worth at most at once: the pace stays even across replicas.
             project: bucket(q.project, project_lease, &|rate| rate, Sizing::Pace),
-            // A tenth of the window's quota at once: a whole typical sync in one draw.
+            // A student's sync is a short burst of calls: only the window limits it.
             user: bucket(
                 q.per_user,
                 user_lease,
-                &|_| f64::from(q.per_user) / 10.0,
+                &|_| f64::from(q.per_user),
                 Sizing::Doubling,
             ),
         }
@@ -150,15 +151,30 @@ struct Batch {
     use_by: Instant,
 }
 
+/// The pace of a stash is measured over this long.
+const PACE_HORIZON: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Default)]
 struct Stash {
     batches: VecDeque<Batch>,
-    /// Permits taken from this stash so far.
-    used: u64,
-    /// The last draw: when it was sent, `used` then, and what it granted.
-    last_draw: Option<(Instant, u64, u32)>,
-    /// Recent permits per second taken from this stash.
-    pace: f64,
+    /// When permits were taken, over the last [`PACE_HORIZON`].
+    taken: VecDeque<Instant>,
+    /// The last draw: when it was sent and what it granted.
+    last_draw: Option<(Instant, u32)>,
+}
+
+impl Stash {
+    /// Permits per second taken lately.
+    fn pace(&mut self, now: Instant) -> f64 {
+        while self
+            .taken
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= PACE_HORIZON)
+        {
+            self.taken.pop_front();
+        }
+        self.taken.len() as f64 / PACE_HORIZON.as_secs_f64()
+    }
 }
 
 /// One bucket as this process sees it: a stash of drawn permits and one drawer at a
@@ -168,11 +184,28 @@ struct Bucket {
     kind: &'static str,
     policy: BucketPolicy,
     stash: Mutex<Stash>,
-    /// Held by the caller drawing from the database (callers queue behind it and then
-    /// find the permits it drew).
+    /// Held by the one caller drawing from the database (or sleeping until the bucket
+    /// refills); the others wait for `changed`.
     drawer: tokio::sync::Mutex<()>,
     /// Callers waiting for a permit of this bucket.
     waiting: AtomicUsize,
+    /// Wakes every waiting caller (and a sleeping drawer) when permits arrive, are
+    /// given back, or the drawer gives up its role.
+    changed: tokio::sync::Notify,
+}
+
+/// The drawer's role; when it ends (permits drawn, the bucket short, an error, or the
+/// caller cancelled) every waiting caller is woken to take a permit or draw next.
+struct Drawing<'a> {
+    bucket: &'a Bucket,
+    guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl Drop for Drawing<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.bucket.changed.notify_waiters();
+    }
 }
 
 /// Decrements a counter when dropped (also when the waiting caller is cancelled).
@@ -193,6 +226,7 @@ impl Bucket {
             stash: Mutex::new(Stash::default()),
             drawer: tokio::sync::Mutex::new(()),
             waiting: AtomicUsize::new(0),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -221,7 +255,8 @@ impl Bucket {
         if front.left == 0 {
             s.batches.pop_front();
         }
-        s.used += 1;
+        s.taken.push_back(now);
+        s.pace(now);
         metrics::gauge!("calsync_google_permits_leased", "bucket" => self.kind).decrement(1.0);
         Some(use_by)
     }
@@ -233,31 +268,99 @@ impl Bucket {
             .unwrap_or(u32::MAX)
             .max(1);
         let mut s = self.stash();
+        let for_lease = (s.pace(now) * p.lease.as_secs_f64()).ceil() as u32;
         let recent = s
             .last_draw
-            .filter(|(at, _, _)| now.duration_since(*at) <= p.lease * 4);
-        let anticipated = match p.sizing {
-            Sizing::Pace => {
-                if let Some((at, used_then, _)) = recent {
-                    let dt = now.duration_since(at).as_secs_f64().max(0.001);
-                    let sample = (s.used - used_then) as f64 / dt;
-                    s.pace = 0.5 * s.pace + 0.5 * sample;
-                } else {
-                    s.pace = 0.0;
-                }
-                (s.pace * p.lease.as_secs_f64()).ceil() as u32
+            .filter(|(at, _)| now.duration_since(*at) <= p.lease * 4);
+        let anticipated = match (p.sizing, recent) {
+            (Sizing::Pace, _) => for_lease,
+            (Sizing::Doubling, None) => 4,
+            // Twice the last batch, but no more than the session's pace uses within a
+            // lease.
+            (Sizing::Doubling, Some((_, granted))) => {
+                granted.saturating_mul(2).min(for_lease.max(1))
             }
-            Sizing::Doubling => match recent {
-                Some((_, _, granted)) => granted.saturating_mul(2),
-                None => 4,
-            },
         };
         let burst = p.limits.burst;
         let wanted = waiting.max(anticipated).clamp(p.min_batch, burst);
         (wanted, p.min_batch.min(wanted))
     }
 
-    /// Wait for a permit; returns its use-by time.
+    /// Put back an unused permit taken a moment ago (still within its lease), for the
+    /// next call to use.
+    fn give_back(&self, use_by: Instant) {
+        if use_by <= Instant::now() {
+            metrics::counter!("calsync_google_permits_expired_total", "bucket" => self.kind)
+                .increment(1);
+            return;
+        }
+        let mut s = self.stash();
+        s.taken.pop_back();
+        // It came from the front batch: the stash stays ordered by use-by time.
+        s.batches.push_front(Batch { left: 1, use_by });
+        drop(s);
+        metrics::gauge!("calsync_google_permits_leased", "bucket" => self.kind).increment(1.0);
+        self.changed.notify_waiters();
+    }
+
+    /// One draw from the database into the stash; `Err(retry_after)` when the bucket is
+    /// short. The caller holds the drawer's role.
+    async fn draw(&self, pool: &PgPool) -> Result<Result<(), Duration>, DomainError> {
+        let sent = Instant::now();
+        let (wanted, min) = self.batch_size(sent);
+        let grant = match quota::take_permits(pool, &self.key, wanted, min, &self.policy.limits)
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                metrics::counter!("calsync_google_quota_draws_total", "bucket" => self.kind, "outcome" => "error")
+                    .increment(1);
+                return Err(e);
+            }
+        };
+        if grant.granted == 0 {
+            metrics::counter!("calsync_google_quota_draws_total", "bucket" => self.kind, "outcome" => "empty")
+                .increment(1);
+            return Ok(Err(grant.retry_after));
+        }
+        metrics::counter!("calsync_google_quota_draws_total", "bucket" => self.kind, "outcome" => "granted")
+            .increment(1);
+        metrics::counter!("calsync_google_permits_granted_total", "bucket" => self.kind)
+            .increment(u64::from(grant.granted));
+        metrics::gauge!("calsync_google_permits_leased", "bucket" => self.kind)
+            .increment(f64::from(grant.granted));
+        let mut s = self.stash();
+        s.last_draw = Some((sent, grant.granted));
+        // The lease runs from before the draw was sent: never later than the grant.
+        s.batches.push_back(Batch {
+            left: grant.granted,
+            use_by: sent + self.policy.lease,
+        });
+        Ok(Ok(()))
+    }
+
+    /// A permit now, from the stash or one draw, without waiting for the bucket to
+    /// refill: `Err(retry_after)` when it is short.
+    async fn try_acquire(&self, pool: &PgPool) -> Result<Result<Instant, Duration>, DomainError> {
+        if let Some(use_by) = self.take_local() {
+            return Ok(Ok(use_by));
+        }
+        let _drawing = Drawing {
+            bucket: self,
+            guard: Some(self.drawer.lock().await),
+        };
+        if let Some(use_by) = self.take_local() {
+            return Ok(Ok(use_by));
+        }
+        if let Err(retry_after) = self.draw(pool).await? {
+            return Ok(Err(retry_after));
+        }
+        Ok(self.take_local().ok_or(Duration::ZERO))
+    }
+
+    /// Wait for a permit; returns its use-by time. One caller at a time draws (sized
+    /// for everybody waiting) or sleeps until the bucket refills; the others wait to be
+    /// woken and all take from the stash at once.
     async fn acquire(&self, pool: &PgPool) -> Result<Instant, DomainError> {
         if let Some(use_by) = self.take_local() {
             return Ok(use_by);
@@ -265,9 +368,12 @@ impl Bucket {
         let started = Instant::now();
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(&self.waiting);
-        let _drawer = self.drawer.lock().await;
         let mut waited = false;
         loop {
+            // Registered before looking, so no wake-up is missed in between.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             if let Some(use_by) = self.take_local() {
                 metrics::histogram!("calsync_google_permit_wait_seconds", "bucket" => self.kind)
                     .record(started.elapsed().as_secs_f64());
@@ -277,44 +383,28 @@ impl Bucket {
                 }
                 return Ok(use_by);
             }
-            let sent = Instant::now();
-            let (wanted, min) = self.batch_size(sent);
-            let grant = match quota::take_permits(pool, &self.key, wanted, min, &self.policy.limits)
-                .await
-            {
-                Ok(g) => g,
-                Err(e) => {
-                    metrics::counter!("calsync_google_quota_draws_total", "bucket" => self.kind, "outcome" => "error")
-                        .increment(1);
-                    return Err(e);
-                }
-            };
-            if grant.granted > 0 {
-                metrics::counter!("calsync_google_quota_draws_total", "bucket" => self.kind, "outcome" => "granted")
-                    .increment(1);
-                metrics::counter!("calsync_google_permits_granted_total", "bucket" => self.kind)
-                    .increment(u64::from(grant.granted));
-                metrics::gauge!("calsync_google_permits_leased", "bucket" => self.kind)
-                    .increment(f64::from(grant.granted));
-                let mut s = self.stash();
-                let used = s.used;
-                s.last_draw = Some((sent, used, grant.granted));
-                s.batches.push_back(Batch {
-                    left: grant.granted,
-                    use_by: sent + self.policy.lease,
-                });
+            let Ok(guard) = self.drawer.try_lock() else {
+                // Another caller is drawing: it wakes us when it is done.
+                changed.await;
                 continue;
+            };
+            let _drawing = Drawing {
+                bucket: self,
+                guard: Some(guard),
+            };
+            if let Err(retry_after) = self.draw(pool).await? {
+                waited = true;
+                // Replicas polling the same bucket spread out (up to 10 % later); a
+                // permit given back meanwhile ends the nap.
+                let jitter = 1.0 + rand::random::<f64>() * 0.1;
+                let pause = retry_after
+                    .mul_f64(jitter)
+                    .clamp(Duration::from_millis(1), self.policy.limits.window);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = changed => {}
+                }
             }
-            metrics::counter!("calsync_google_quota_draws_total", "bucket" => self.kind, "outcome" => "empty")
-                .increment(1);
-            waited = true;
-            // Replicas polling the same bucket spread out (up to 10 % later).
-            let jitter = 1.0 + rand::random::<f64>() * 0.1;
-            let pause = grant
-                .retry_after
-                .mul_f64(jitter)
-                .clamp(Duration::from_millis(1), self.policy.limits.window);
-            tokio::time::sleep(pause).await;
         }
     }
 }
@@ -360,31 +450,31 @@ impl Quota {
             .clone()
     }
 
-    /// Wait until a call for `user_id` may go out: a permit of the student's and one of
-    /// the project's, both within their lease. Fails only when the database does.
+    /// Wait until a call for `user_id` may go out: a permit of the project's (calls
+    /// queue for these), then one of the student's, taken right away (from the stash or
+    /// one draw) so that neither waits out its lease while the call queues for the
+    /// other. Fails only when the database does.
     pub(crate) async fn acquire(&self, user_id: i64) -> Result<(), DomainError> {
         let user = self.user(user_id);
-        let mut project: Option<Instant> = None;
         loop {
-            let user_use_by = user.acquire(&self.pool).await?;
-            match project {
-                Some(use_by) if use_by > Instant::now() => {}
-                Some(_) => {
-                    // The project's permit outlived its lease while the call waited for
-                    // another student permit (below): it stays unused.
+            let project = self.project.acquire(&self.pool).await?;
+            match user.try_acquire(&self.pool).await? {
+                Ok(_) if Instant::now() < project => return Ok(()),
+                Ok(student) => {
+                    // The student's draw outlasted the project permit's lease: that one
+                    // stays unused; keep the student's for the next round.
                     metrics::counter!("calsync_google_permits_expired_total", "bucket" => "project")
                         .increment(1);
-                    project = Some(self.project.acquire(&self.pool).await?);
+                    user.give_back(student);
                 }
-                None => project = Some(self.project.acquire(&self.pool).await?),
+                Err(_) => {
+                    // The student is at their limit: let other calls have the project's
+                    // permit while this one waits for the student's.
+                    self.project.give_back(project);
+                    let student = user.acquire(&self.pool).await?;
+                    user.give_back(student);
+                }
             }
-            if Instant::now() < user_use_by {
-                return Ok(());
-            }
-            // The student's permit outlived its lease while the call waited for the
-            // project: it stays unused (and counted); take another.
-            metrics::counter!("calsync_google_permits_expired_total", "bucket" => "user")
-                .increment(1);
         }
     }
 }
@@ -396,19 +486,19 @@ mod tests {
     #[test]
     fn googles_quota_becomes_a_strict_window_and_an_even_pace() {
         let p = QuotaPolicy::new(&QuotaLimits::GOOGLE);
-        // Project: 10,000 per (60 s + 0.3 s lease + 0.15 s margin), ~165/s, 99.3 % of
+        // Project: 10,000 per (60 s + 0.3 s lease + 0.1 s margin), ~165.6/s, 99.3 % of
         // 10,000/min; at most a second's worth at once.
         assert_eq!(p.project.limits.limit, 10_000);
         assert_eq!(p.project.lease, Duration::from_millis(300));
-        assert_eq!(p.project.limits.window, Duration::from_millis(60_450));
-        assert!((p.project.limits.rate - 10_000.0 / 60.45).abs() < 1e-9);
+        assert_eq!(p.project.limits.window, Duration::from_millis(60_400));
+        assert!((p.project.limits.rate - 10_000.0 / 60.4).abs() < 1e-9);
         assert!(p.project.limits.rate / (10_000.0 / 60.0) > 0.99);
         assert_eq!(p.project.limits.burst, 166);
         assert_eq!(p.project.min_batch, 4);
-        // Per user: 600 per (60 + 6 + 0.15) s, 60 at once.
+        // Per user: 600 per (60 + 6 + 0.1) s, no pacing within the window.
         assert_eq!(p.user.limits.limit, 600);
         assert_eq!(p.user.lease, Duration::from_secs(6));
-        assert_eq!(p.user.limits.burst, 60);
+        assert_eq!(p.user.limits.burst, 600);
         assert!(p.user.limits.rate < 10.0 && p.user.limits.rate > 9.0);
     }
 
@@ -419,12 +509,12 @@ mod tests {
             per_user: 5,
             window: Duration::from_secs(10),
         });
-        assert_eq!(p.project.lease, Duration::from_millis(50));
+        assert_eq!(p.project.lease, Duration::from_millis(100));
         assert_eq!(p.project.limits.window, Duration::from_millis(10_200));
         assert!(p.project.limits.rate / 10.0 > 0.98);
         assert_eq!(p.project.limits.burst, 10);
         assert_eq!(p.project.min_batch, 1);
-        assert_eq!(p.user.limits.burst, 1);
+        assert_eq!(p.user.limits.burst, 5);
         assert_eq!(p.user.min_batch, 1);
     }
 
@@ -440,22 +530,32 @@ mod tests {
         b.waiting.store(1000, Ordering::Relaxed);
         assert_eq!(b.batch_size(now), (166, 4), "never more than the burst");
         b.waiting.store(1, Ordering::Relaxed);
-        // 100 permits used in the 0.1 s since the last draw: ~1000/s, pace halves in
-        // → 500/s × 0.3 s lease = 150.
-        {
-            let mut s = b.stash();
-            s.used = 100;
-            s.last_draw = Some((now - Duration::from_millis(100), 0, 100));
-        }
+        // 500 permits taken in the last second: 500/s × 0.3 s lease = 150.
+        b.stash().taken = (0..500).map(|_| now - Duration::from_millis(500)).collect();
         assert_eq!(b.batch_size(now).0, 150);
+        // Taken longer ago than the pace horizon: no longer counted.
+        b.stash().taken = (0..500).map(|_| now - Duration::from_secs(2)).collect();
+        assert_eq!(b.batch_size(now).0, 4);
 
         let u = Bucket::new("user:1".into(), "user", policy.user);
+        let draw = |taken_last_second: usize, ago: Duration, granted: u32| {
+            let mut s = u.stash();
+            s.taken = (0..taken_last_second)
+                .map(|_| now - Duration::from_millis(100))
+                .collect();
+            s.last_draw = Some((now - ago, granted));
+        };
         assert_eq!(u.batch_size(now), (4, 1), "a session starts with 4");
-        u.stash().last_draw = Some((now, 0, 4));
+        // 4 calls in the last second: twice the batch (the pace would use 24 in a 6 s
+        // lease).
+        draw(4, Duration::from_secs(1), 4);
         assert_eq!(u.batch_size(now).0, 8);
-        u.stash().last_draw = Some((now, 0, 40));
-        assert_eq!(u.batch_size(now).0, 60, "at most the burst");
-        u.stash().last_draw = Some((now - Duration::from_secs(60), 0, 40));
+        // A slow session (its calls queue for the project) gets what it uses in a lease.
+        draw(0, Duration::from_secs(6), 4);
+        assert_eq!(u.batch_size(now).0, 1);
+        draw(400, Duration::from_secs(1), 400);
+        assert_eq!(u.batch_size(now).0, 600, "at most the burst");
+        draw(40, Duration::from_secs(60), 40);
         assert_eq!(u.batch_size(now).0, 4, "a new session starts small again");
     }
 
@@ -474,6 +574,6 @@ mod tests {
         });
         assert_eq!(b.take_local(), Some(now + Duration::from_secs(1)));
         assert_eq!(b.take_local(), None);
-        assert_eq!(b.stash().used, 1);
+        assert_eq!(b.stash().taken.len(), 1);
     }
 }
