@@ -1,5 +1,6 @@
 //! The cluster-wide Google quota's books: sliding-window limit, token-bucket pace,
-//! minimum grants, independence of buckets, concurrent draws, forgetting idle buckets.
+//! grants booked ahead, minimum grants, independence of buckets, concurrent draws,
+//! forgetting idle buckets.
 //! Time passes by ageing the rows (every timestamp moved back), never by sleeping.
 
 use std::time::Duration;
@@ -10,19 +11,21 @@ use calsync_domain::{
 };
 use sqlx::PgPool;
 
+/// Limits that grant only what is there now (nothing booked ahead).
 fn limits(limit: u32, window_secs: u64, rate: f64, burst: u32) -> BucketLimits {
     BucketLimits {
         limit,
         window: Duration::from_secs(window_secs),
         rate,
         burst,
+        ahead: Duration::ZERO,
     }
 }
 
 /// Pretend `secs` seconds passed for `bucket`.
 async fn age(pool: &PgPool, bucket: &str, secs: f64) {
     sqlx::query(
-        "UPDATE calsync.google_quota_grants SET granted_at = granted_at - make_interval(secs => $2) \
+        "UPDATE calsync.google_quota_grants SET starts_at = starts_at - make_interval(secs => $2) \
          WHERE bucket = $1",
     )
     .bind(bucket)
@@ -32,6 +35,7 @@ async fn age(pool: &PgPool, bucket: &str, secs: f64) {
     .unwrap();
     sqlx::query(
         "UPDATE calsync.google_quota_buckets SET refilled_at = refilled_at - make_interval(secs => $2), \
+             last_start = last_start - make_interval(secs => $2), \
              idle_after = idle_after - make_interval(secs => $2) WHERE bucket = $1",
     )
     .bind(bucket)
@@ -67,7 +71,7 @@ async fn the_window_never_admits_more_than_its_limit(pool: PgPool) {
         "{g:?}"
     );
     assert_eq!(
-        quota::granted_in_window(&pool, PROJECT_BUCKET)
+        quota::granted_in_window(&pool, PROJECT_BUCKET, l.window)
             .await
             .unwrap(),
         10
@@ -103,6 +107,71 @@ async fn the_token_bucket_paces_grants(pool: PgPool) {
     // After a long pause the bucket holds its burst, not more.
     age(&pool, "user:1", 100.0).await;
     assert_eq!(take(&pool, "user:1", 10, 1, &l).await, 3);
+}
+
+#[sqlx::test(migrations = false)]
+async fn short_buckets_book_grants_ahead_in_order(pool: PgPool) {
+    calsync_domain::migrate(&pool).await.unwrap();
+    // 10 per second, 10 at once, grants up to a second ahead.
+    let l = BucketLimits {
+        ahead: Duration::from_secs(1),
+        ..limits(1000, 60, 10.0, 10)
+    };
+    let take = |wanted, min| quota::take_permits(&pool, "b", wanted, min, &l);
+    let g = take(10, 1).await.unwrap();
+    assert_eq!((g.granted, g.starts_in), (10, Duration::ZERO));
+    // Empty now: the next 5 start when earned, in 0.5 s; 5 more after those, in 1 s.
+    let g = take(5, 5).await.unwrap();
+    assert_eq!(g.granted, 5);
+    assert!(
+        g.starts_in > Duration::from_millis(450) && g.starts_in <= Duration::from_millis(500),
+        "{g:?}"
+    );
+    let g = take(5, 5).await.unwrap();
+    assert_eq!(g.granted, 5);
+    assert!(
+        g.starts_in > Duration::from_millis(950) && g.starts_in <= Duration::from_secs(1),
+        "{g:?}"
+    );
+    // Beyond a second ahead: nothing booked, ask again in ~0.1 s.
+    let g = take(1, 1).await.unwrap();
+    assert_eq!(g.granted, 0);
+    assert!(g.retry_after <= Duration::from_millis(100), "{g:?}");
+    // A grant never starts before an earlier one.
+    let starts: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM starts_at)::float8 FROM calsync.google_quota_grants ORDER BY ctid",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_full_window_books_the_start_when_it_frees(pool: PgPool) {
+    calsync_domain::migrate(&pool).await.unwrap();
+    let l = BucketLimits {
+        ahead: Duration::from_secs(5),
+        ..limits(10, 60, 1000.0, 1000)
+    };
+    assert_eq!(take(&pool, PROJECT_BUCKET, 10, 1, &l).await, 10);
+    // 57 s later the window is still full; it frees in 3 s, within the 5 s ahead.
+    age(&pool, PROJECT_BUCKET, 57.0).await;
+    let g = quota::take_permits(&pool, PROJECT_BUCKET, 3, 1, &l)
+        .await
+        .unwrap();
+    assert_eq!(g.granted, 3);
+    assert!(
+        g.starts_in > Duration::from_millis(2900) && g.starts_in <= Duration::from_secs(3),
+        "{g:?}"
+    );
+    // Within the 60 s ending at that start: the 3, not the 10 (they started 60 s before).
+    assert_eq!(
+        quota::granted_in_window(&pool, PROJECT_BUCKET, l.window)
+            .await
+            .unwrap(),
+        3
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -179,8 +248,18 @@ async fn idle_buckets_are_forgotten_busy_ones_kept(pool: PgPool) {
             .unwrap()
     };
     assert_eq!(forget().await, 1);
-    assert_eq!(quota::granted_in_window(&pool, "user:1").await.unwrap(), 0);
-    assert_eq!(quota::granted_in_window(&pool, "user:2").await.unwrap(), 4);
+    assert_eq!(
+        quota::granted_in_window(&pool, "user:1", l.window)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        quota::granted_in_window(&pool, "user:2", l.window)
+            .await
+            .unwrap(),
+        4
+    );
     let grants: i64 = sqlx::query_scalar("SELECT count(*) FROM calsync.google_quota_grants")
         .fetch_one(&pool)
         .await
@@ -222,10 +301,12 @@ async fn nonsense_draws_are_refused_before_and_in_sql(pool: PgPool) {
     }
     // Other callers of the SQL function get the same rule.
     for args in [
-        "1, 1, 10, 60, 'NaN', 5",
-        "1, 1, 10, 0, 1, 5",
-        "2, 3, 10, 60, 1, 5",
-        "1, 1, 10, 60, 1, 0.5",
+        "1, 1, 10, 60, 'NaN', 5, 0",
+        "1, 1, 10, 0, 1, 5, 0",
+        "2, 3, 10, 60, 1, 5, 0",
+        "1, 1, 10, 60, 1, 0.5, 0",
+        "1, 1, 10, 60, 1, 5, -1",
+        "1, 1, 10, 60, 1, 5, 'Infinity'",
     ] {
         let err = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM calsync.take_google_permits('project', {args})"

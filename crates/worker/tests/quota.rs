@@ -240,11 +240,76 @@ async fn permits_granted_waited_and_leased_are_exported(pool: PgPool) {
         "calsync_google_permits_granted_total{bucket=\"project\"}",
         "calsync_google_permits_granted_total{bucket=\"user\"}",
         "calsync_google_quota_draws_total{bucket=\"project\",outcome=\"granted\"}",
-        "calsync_google_quota_draws_total{bucket=\"project\",outcome=\"empty\"}",
+        "calsync_google_quota_draws_total{bucket=\"project\",outcome=\"booked\"}",
         "calsync_google_permit_waits_total{bucket=\"project\"}",
         "calsync_google_permit_wait_seconds",
         "calsync_google_permits_leased{bucket=\"project\"}",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
+}
+
+/// A measurement, not a check (run with `--ignored --no-capture`): three replicas at
+/// Google's default quota (10,000/min) with 25 callers each and 100 ms per call, for
+/// 75 s. Prints the share of the quota used over the last 60 s, the largest count in
+/// any 60 s window, and database round trips per call.
+#[ignore = "a 75 s measurement at Google's scale; run by hand"]
+#[sqlx::test(migrations = false)]
+async fn measure_googles_default_quota_with_three_replicas(pool: PgPool) {
+    calsync_domain::migrate(&pool).await.unwrap();
+    let metrics = calsync_worker::telemetry::prometheus().expect("recorder");
+    let quota = QuotaLimits::GOOGLE;
+    let replicas: Vec<GoogleClient> = (0..3)
+        .map(|_| GoogleClient::new(config(quota, None), pool.clone()).unwrap())
+        .collect();
+    let start = Instant::now();
+    let until = start + Duration::from_secs(75);
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let mut set = tokio::task::JoinSet::new();
+    for (r, client) in replicas.iter().enumerate() {
+        for t in 0..25usize {
+            let client = client.clone();
+            let out = out.clone();
+            set.spawn(async move {
+                // A new student every 3 calls, like short syncs.
+                let mut n = 0i64;
+                while Instant::now() < until {
+                    let user = (r * 1_000_000 + t * 10_000) as i64 + n / 3;
+                    client.throttle(user).await.expect("throttle");
+                    out.lock().unwrap().push(Instant::now());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    n += 1;
+                }
+            });
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let mut calls = Arc::try_unwrap(out).unwrap().into_inner().unwrap();
+    let steady = calls
+        .iter()
+        .filter(|t| t.duration_since(start) >= Duration::from_secs(15))
+        .count();
+    let peak = max_in_window(&mut calls, quota.window);
+    let text = metrics.render();
+    let draws: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("calsync_google_quota_draws_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!(
+        "{} calls; last 60 s: {steady} = {:.1} % of 10,000; peak {peak} in a 60 s window; \
+         {draws} draws = {:.3} per call",
+        calls.len(),
+        steady as f64 / 100.0,
+        draws / calls.len() as f64
+    );
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("calsync_google_") && !l.contains("quantile"))
+    {
+        eprintln!("{l}");
+    }
+    assert!(peak <= 10_000);
 }

@@ -5,21 +5,25 @@
 //! from buckets in Postgres (`calsync_domain::quota`): one `project` bucket and one
 //! bucket per student, keyed by the student's user id (the identity Google counts per
 //! user: the student's own OAuth grant, or the `quotaUser` a service account sends for
-//! them). A process draws permits in batches and keeps them in a local stash for at
-//! most a short *lease*; a call takes one permit from the student's stash and one from
-//! the project's, then goes out at once.
+//! them). A process draws a batch of permits for the calls that are waiting (and, when
+//! busy, for its recent pace over one lease) and keeps them in a local stash. A batch
+//! comes with a start time: when the bucket is short the database books the batch for
+//! the moment it will have earned it (at most a second ahead) instead of refusing, so
+//! replicas do not poll. A call queues for a permit of the project's, takes one of the
+//! student's right after, and goes out at once.
 //!
-//! Why the bound is strict: a permit granted at time `g` reaches Google before
-//! `g + lease + SEND_MARGIN` (the stash drops permits older than the lease, measured
-//! from before the draw was sent), so the requests Google counts in any window of its
-//! length `W` come from grants within one window of `W + lease + SEND_MARGIN`, and the
-//! database never grants more than the quota within such a window. A replica that dies
-//! holding permits leaves them unused; they still count, so nobody exceeds the quota.
+//! Why the bound is strict: a batch starting at `s` is used before
+//! `s + lease` (the stash drops permits past their lease, counted from before the draw
+//! was sent) and its requests reach Google before `s + lease + SEND_MARGIN`, so the
+//! requests Google counts in any window of its length `W` come from grants starting
+//! within one window of `W + lease + SEND_MARGIN`, and the database never lets more
+//! than the quota start within such a window. A replica that dies holding permits leaves
+//! them unused; they still count, so nobody exceeds the quota.
 //!
 //! Why it uses the quota: the sustained rate is `quota / (W + lease + SEND_MARGIN)`
-//! (99 % of Google's per-minute quota for the project bucket), an idle replica draws
-//! nothing (the replicas with work get all permits), and permits are drawn for callers
-//! that are waiting or about to call, so few expire unused.
+//! (99.3 % of Google's per-minute project quota), an idle replica draws nothing (the
+//! replicas with work get every permit; there is no share per replica to leave unused),
+//! and permits are drawn for callers that are waiting or about to call, so few expire.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -86,10 +90,14 @@ struct BucketPolicy {
     limits: BucketLimits,
     /// How long drawn permits may wait in the stash.
     lease: Duration,
-    /// The fewest permits worth a draw when the bucket is short.
+    /// The fewest permits worth a draw.
     min_batch: u32,
     sizing: Sizing,
 }
+
+/// How far ahead the database may book a batch when the bucket is short (a caller then
+/// waits for its start instead of asking again).
+const BOOK_AHEAD: Duration = Duration::from_secs(1);
 
 /// The buckets' parameters derived from [`QuotaLimits`] (the one place that turns
 /// Google's numbers into windows, paces and leases).
@@ -124,6 +132,7 @@ impl QuotaPolicy {
                     window,
                     rate,
                     burst,
+                    ahead: BOOK_AHEAD,
                 },
                 lease,
                 min_batch,
@@ -144,11 +153,25 @@ impl QuotaPolicy {
     }
 }
 
-/// Permits drawn together, usable until `use_by`.
+/// Permits drawn together, usable from `usable_from` until `use_by`.
 #[derive(Debug)]
 struct Batch {
     left: u32,
+    usable_from: Instant,
     use_by: Instant,
+}
+
+/// What the stash has for a caller.
+#[derive(Debug, PartialEq, Eq)]
+enum Local {
+    /// A permit, to use before this instant.
+    Taken(Instant),
+    /// `left` permits booked for later; the first usable at `at`.
+    Booked {
+        at: Instant,
+        left: u32,
+    },
+    Empty,
 }
 
 /// The pace of a stash is measured over this long.
@@ -234,22 +257,32 @@ impl Bucket {
         self.stash.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Take a permit from the stash, if one is still within its lease; returns its
-    /// use-by time.
-    fn take_local(&self) -> Option<Instant> {
+    /// Take a permit from the stash if one is usable now; else say what is booked.
+    fn take_local(&self) -> Local {
         let now = Instant::now();
         let mut s = self.stash();
         let mut expired = 0u32;
-        while s.batches.front().is_some_and(|b| b.use_by <= now) {
-            expired += s.batches.pop_front().map_or(0, |b| b.left);
-        }
+        s.batches.retain(|b| {
+            let live = b.use_by > now;
+            if !live {
+                expired += b.left;
+            }
+            live
+        });
         if expired > 0 {
             metrics::counter!("calsync_google_permits_expired_total", "bucket" => self.kind)
                 .increment(u64::from(expired));
             metrics::gauge!("calsync_google_permits_leased", "bucket" => self.kind)
                 .decrement(f64::from(expired));
         }
-        let front = s.batches.front_mut()?;
+        let Some(front) = s.batches.front_mut() else {
+            return Local::Empty;
+        };
+        if front.usable_from > now {
+            let at = front.usable_from;
+            let left = s.batches.iter().map(|b| b.left).sum();
+            return Local::Booked { at, left };
+        }
         front.left -= 1;
         let use_by = front.use_by;
         if front.left == 0 {
@@ -258,14 +291,16 @@ impl Bucket {
         s.taken.push_back(now);
         s.pace(now);
         metrics::gauge!("calsync_google_permits_leased", "bucket" => self.kind).decrement(1.0);
-        Some(use_by)
+        Local::Taken(use_by)
     }
 
-    /// How many permits to ask for (at least the minimum returned second).
-    fn batch_size(&self, now: Instant) -> (u32, u32) {
+    /// How many permits to ask for, and the fewest worth taking, when `booked` permits
+    /// are already on their way.
+    fn batch_size(&self, now: Instant, booked: u32) -> (u32, u32) {
         let p = &self.policy;
         let waiting = u32::try_from(self.waiting.load(Ordering::Relaxed))
             .unwrap_or(u32::MAX)
+            .saturating_sub(booked)
             .max(1);
         let mut s = self.stash();
         let for_lease = (s.pace(now) * p.lease.as_secs_f64()).ceil() as u32;
@@ -283,7 +318,14 @@ impl Bucket {
         };
         let burst = p.limits.burst;
         let wanted = waiting.max(anticipated).clamp(p.min_batch, burst);
-        (wanted, p.min_batch.min(wanted))
+        // Enough for every caller waiting, or nothing: a short bucket is asked again
+        // once it holds that many, not for every permit that trickles in (one draw per
+        // call when replicas compete).
+        let min = match p.sizing {
+            Sizing::Pace => waiting.max(p.min_batch).min(wanted),
+            Sizing::Doubling => p.min_batch.min(wanted),
+        };
+        (wanted, min)
     }
 
     /// Put back an unused permit taken a moment ago (still within its lease), for the
@@ -296,18 +338,23 @@ impl Bucket {
         }
         let mut s = self.stash();
         s.taken.pop_back();
-        // It came from the front batch: the stash stays ordered by use-by time.
-        s.batches.push_front(Batch { left: 1, use_by });
+        // It is usable now: ahead of anything booked for later.
+        s.batches.push_front(Batch {
+            left: 1,
+            usable_from: Instant::now(),
+            use_by,
+        });
         drop(s);
         metrics::gauge!("calsync_google_permits_leased", "bucket" => self.kind).increment(1.0);
         self.changed.notify_waiters();
     }
 
-    /// One draw from the database into the stash; `Err(retry_after)` when the bucket is
-    /// short. The caller holds the drawer's role.
-    async fn draw(&self, pool: &PgPool) -> Result<Result<(), Duration>, DomainError> {
+    /// One draw from the database into the stash (for the callers not covered by the
+    /// `booked` permits); `Err(retry_after)` when the bucket cannot book even the
+    /// minimum soon enough. The caller holds the drawer's role.
+    async fn draw(&self, pool: &PgPool, booked: u32) -> Result<Result<(), Duration>, DomainError> {
         let sent = Instant::now();
-        let (wanted, min) = self.batch_size(sent);
+        let (wanted, min) = self.batch_size(sent, booked);
         let grant = match quota::take_permits(pool, &self.key, wanted, min, &self.policy.limits)
             .await
         {
@@ -323,46 +370,74 @@ impl Bucket {
                 .increment(1);
             return Ok(Err(grant.retry_after));
         }
-        metrics::counter!("calsync_google_quota_draws_total", "bucket" => self.kind, "outcome" => "granted")
+        let outcome = if grant.starts_in.is_zero() {
+            "granted"
+        } else {
+            "booked"
+        };
+        metrics::counter!("calsync_google_quota_draws_total", "bucket" => self.kind, "outcome" => outcome)
             .increment(1);
         metrics::counter!("calsync_google_permits_granted_total", "bucket" => self.kind)
             .increment(u64::from(grant.granted));
+        let received = Instant::now();
+        // Usable once the start has passed here too (the answer left the database after
+        // the grant), and until the lease ends counted from before the draw was sent
+        // (the grant happened after that): never earlier, never later than granted.
+        let batch = Batch {
+            left: grant.granted,
+            usable_from: received + grant.starts_in,
+            use_by: sent + grant.starts_in + self.policy.lease,
+        };
+        if batch.usable_from >= batch.use_by {
+            // The answer took longer than the lease: these permits are lost.
+            metrics::counter!("calsync_google_permits_expired_total", "bucket" => self.kind)
+                .increment(u64::from(grant.granted));
+            return Ok(Ok(()));
+        }
         metrics::gauge!("calsync_google_permits_leased", "bucket" => self.kind)
             .increment(f64::from(grant.granted));
         let mut s = self.stash();
         s.last_draw = Some((sent, grant.granted));
-        // The lease runs from before the draw was sent: never later than the grant.
-        s.batches.push_back(Batch {
-            left: grant.granted,
-            use_by: sent + self.policy.lease,
-        });
+        s.batches.push_back(batch);
+        drop(s);
+        self.changed.notify_waiters();
         Ok(Ok(()))
     }
 
-    /// A permit now, from the stash or one draw, without waiting for the bucket to
-    /// refill: `Err(retry_after)` when it is short.
+    /// A permit now, from the stash or one draw, without waiting: `Err(wait)` when the
+    /// next one is further away.
     async fn try_acquire(&self, pool: &PgPool) -> Result<Result<Instant, Duration>, DomainError> {
-        if let Some(use_by) = self.take_local() {
-            return Ok(Ok(use_by));
+        let until = |at: Instant| at.saturating_duration_since(Instant::now());
+        match self.take_local() {
+            Local::Taken(use_by) => return Ok(Ok(use_by)),
+            Local::Booked { at, .. } => return Ok(Err(until(at))),
+            Local::Empty => {}
         }
         let _drawing = Drawing {
             bucket: self,
             guard: Some(self.drawer.lock().await),
         };
-        if let Some(use_by) = self.take_local() {
-            return Ok(Ok(use_by));
+        match self.take_local() {
+            Local::Taken(use_by) => return Ok(Ok(use_by)),
+            Local::Booked { at, .. } => return Ok(Err(until(at))),
+            Local::Empty => {}
         }
-        if let Err(retry_after) = self.draw(pool).await? {
+        if let Err(retry_after) = self.draw(pool, 0).await? {
             return Ok(Err(retry_after));
         }
-        Ok(self.take_local().ok_or(Duration::ZERO))
+        Ok(match self.take_local() {
+            Local::Taken(use_by) => Ok(use_by),
+            Local::Booked { at, .. } => Err(until(at)),
+            Local::Empty => Err(Duration::ZERO),
+        })
     }
 
     /// Wait for a permit; returns its use-by time. One caller at a time draws (sized
-    /// for everybody waiting) or sleeps until the bucket refills; the others wait to be
-    /// woken and all take from the stash at once.
+    /// for everybody waiting and not covered by what is booked) or sleeps until the
+    /// bucket can book again; the others wait for a booked batch to start, or to be
+    /// woken, and then all take from the stash at once.
     async fn acquire(&self, pool: &PgPool) -> Result<Instant, DomainError> {
-        if let Some(use_by) = self.take_local() {
+        if let Local::Taken(use_by) = self.take_local() {
             return Ok(use_by);
         }
         let started = Instant::now();
@@ -374,27 +449,45 @@ impl Bucket {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(use_by) = self.take_local() {
-                metrics::histogram!("calsync_google_permit_wait_seconds", "bucket" => self.kind)
-                    .record(started.elapsed().as_secs_f64());
-                if waited {
-                    metrics::counter!("calsync_google_permit_waits_total", "bucket" => self.kind)
-                        .increment(1);
+            let (booked, at) = match self.take_local() {
+                Local::Taken(use_by) => {
+                    metrics::histogram!("calsync_google_permit_wait_seconds", "bucket" => self.kind)
+                        .record(started.elapsed().as_secs_f64());
+                    if waited {
+                        metrics::counter!("calsync_google_permit_waits_total", "bucket" => self.kind)
+                            .increment(1);
+                    }
+                    return Ok(use_by);
                 }
-                return Ok(use_by);
-            }
-            let Ok(guard) = self.drawer.try_lock() else {
-                // Another caller is drawing: it wakes us when it is done.
-                changed.await;
+                Local::Booked { at, left } => (left, Some(at)),
+                Local::Empty => (0, None),
+            };
+            waited = true;
+            let enough_booked = at.is_some()
+                && self.waiting.load(Ordering::Relaxed)
+                    <= usize::try_from(booked).unwrap_or(usize::MAX);
+            let guard = if enough_booked {
+                None
+            } else {
+                self.drawer.try_lock().ok()
+            };
+            let Some(guard) = guard else {
+                // Wait for what is booked to start, or for news from the drawer.
+                match at {
+                    Some(at) => tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = changed => {}
+                    },
+                    None => changed.await,
+                }
                 continue;
             };
             let _drawing = Drawing {
                 bucket: self,
                 guard: Some(guard),
             };
-            if let Err(retry_after) = self.draw(pool).await? {
-                waited = true;
-                // Replicas polling the same bucket spread out (up to 10 % later); a
+            if let Err(retry_after) = self.draw(pool, booked).await? {
+                // Replicas asking the same bucket spread out (up to 10 % later); a
                 // permit given back meanwhile ends the nap.
                 let jitter = 1.0 + rand::random::<f64>() * 0.1;
                 let pause = retry_after
@@ -524,18 +617,30 @@ mod tests {
         let b = Bucket::new("project".into(), "project", policy.project);
         let now = Instant::now();
         // Nobody waiting, no history: the minimum batch.
-        assert_eq!(b.batch_size(now), (4, 4));
+        assert_eq!(b.batch_size(now, 0), (4, 4));
         b.waiting.store(30, Ordering::Relaxed);
-        assert_eq!(b.batch_size(now), (30, 4));
+        assert_eq!(
+            b.batch_size(now, 0),
+            (30, 30),
+            "all waiting callers, or nothing yet"
+        );
         b.waiting.store(1000, Ordering::Relaxed);
-        assert_eq!(b.batch_size(now), (166, 4), "never more than the burst");
+        assert_eq!(
+            b.batch_size(now, 0),
+            (166, 166),
+            "never more than the burst"
+        );
         b.waiting.store(1, Ordering::Relaxed);
         // 500 permits taken in the last second: 500/s × 0.3 s lease = 150.
         b.stash().taken = (0..500).map(|_| now - Duration::from_millis(500)).collect();
-        assert_eq!(b.batch_size(now).0, 150);
+        assert_eq!(
+            b.batch_size(now, 0),
+            (150, 4),
+            "more if there are, at least the minimum"
+        );
         // Taken longer ago than the pace horizon: no longer counted.
         b.stash().taken = (0..500).map(|_| now - Duration::from_secs(2)).collect();
-        assert_eq!(b.batch_size(now).0, 4);
+        assert_eq!(b.batch_size(now, 0).0, 4);
 
         let u = Bucket::new("user:1".into(), "user", policy.user);
         let draw = |taken_last_second: usize, ago: Duration, granted: u32| {
@@ -545,35 +650,65 @@ mod tests {
                 .collect();
             s.last_draw = Some((now - ago, granted));
         };
-        assert_eq!(u.batch_size(now), (4, 1), "a session starts with 4");
+        assert_eq!(u.batch_size(now, 0), (4, 1), "a session starts with 4");
         // 4 calls in the last second: twice the batch (the pace would use 24 in a 6 s
         // lease).
         draw(4, Duration::from_secs(1), 4);
-        assert_eq!(u.batch_size(now).0, 8);
+        assert_eq!(u.batch_size(now, 0).0, 8);
         // A slow session (its calls queue for the project) gets what it uses in a lease.
         draw(0, Duration::from_secs(6), 4);
-        assert_eq!(u.batch_size(now).0, 1);
+        assert_eq!(u.batch_size(now, 0).0, 1);
         draw(400, Duration::from_secs(1), 400);
-        assert_eq!(u.batch_size(now).0, 600, "at most the burst");
+        assert_eq!(u.batch_size(now, 0).0, 600, "at most the burst");
         draw(40, Duration::from_secs(60), 40);
-        assert_eq!(u.batch_size(now).0, 4, "a new session starts small again");
+        assert_eq!(
+            u.batch_size(now, 0).0,
+            4,
+            "a new session starts small again"
+        );
     }
 
     #[test]
-    fn permits_past_their_lease_are_never_handed_out() {
+    fn permits_are_handed_out_only_within_their_lease() {
         let policy = QuotaPolicy::new(&QuotaLimits::GOOGLE);
         let b = Bucket::new("project".into(), "project", policy.project);
         let now = Instant::now();
+        let batch = |left, from_ms: i64, to_ms: u64| Batch {
+            left,
+            usable_from: if from_ms < 0 {
+                now - Duration::from_millis(from_ms.unsigned_abs())
+            } else {
+                now + Duration::from_millis(from_ms as u64)
+            },
+            use_by: now + Duration::from_millis(to_ms),
+        };
+        // Expired, then one usable now, then two booked for later.
         b.stash().batches.push_back(Batch {
             left: 5,
+            usable_from: now - Duration::from_secs(2),
             use_by: now - Duration::from_millis(1),
         });
-        b.stash().batches.push_back(Batch {
-            left: 1,
-            use_by: now + Duration::from_secs(1),
-        });
-        assert_eq!(b.take_local(), Some(now + Duration::from_secs(1)));
-        assert_eq!(b.take_local(), None);
+        b.stash().batches.push_back(batch(1, -10, 1000));
+        b.stash().batches.push_back(batch(2, 500, 1500));
+        assert_eq!(
+            b.take_local(),
+            Local::Taken(now + Duration::from_millis(1000))
+        );
+        assert_eq!(
+            b.take_local(),
+            Local::Booked {
+                at: now + Duration::from_millis(500),
+                left: 2
+            }
+        );
         assert_eq!(b.stash().taken.len(), 1);
+        // Given back: usable again at once, ahead of what is booked.
+        b.give_back(now + Duration::from_millis(1000));
+        assert_eq!(
+            b.take_local(),
+            Local::Taken(now + Duration::from_millis(1000))
+        );
+        b.stash().batches.clear();
+        assert_eq!(b.take_local(), Local::Empty);
     }
 }
