@@ -462,7 +462,6 @@ impl Bucket {
                 Local::Booked { at, left } => (left, Some(at)),
                 Local::Empty => (0, None),
             };
-            waited = true;
             let enough_booked = at.is_some()
                 && self.waiting.load(Ordering::Relaxed)
                     <= usize::try_from(booked).unwrap_or(usize::MAX);
@@ -473,6 +472,7 @@ impl Bucket {
             };
             let Some(guard) = guard else {
                 // Wait for what is booked to start, or for news from the drawer.
+                waited = true;
                 match at {
                     Some(at) => tokio::select! {
                         _ = tokio::time::sleep_until(at.into()) => {}
@@ -487,6 +487,7 @@ impl Bucket {
                 guard: Some(guard),
             };
             if let Err(retry_after) = self.draw(pool, booked).await? {
+                waited = true;
                 // Replicas asking the same bucket spread out (up to 10 % later); a
                 // permit given back meanwhile ends the nap.
                 let jitter = 1.0 + rand::random::<f64>() * 0.1;
