@@ -61,11 +61,6 @@ impl QuotaLimits {
     pub fn project_rate(&self) -> f64 {
         QuotaPolicy::new(self).project.limits.rate
     }
-
-    /// One student's sustained rate in requests per second.
-    pub fn user_rate(&self) -> f64 {
-        QuotaPolicy::new(self).user.limits.rate
-    }
 }
 
 /// Longest time from taking a permit to the request reaching Google (building the
