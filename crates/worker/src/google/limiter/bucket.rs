@@ -1,152 +1,19 @@
-//! The cluster-wide Google quota, as one process sees it.
-//!
-//! Google counts Calendar API requests per project and per user over a sliding window
-//! (10,000 and 600 per minute by default). Every replica draws permits for its calls
-//! from buckets in Postgres (`calsync_domain::quota`): one `project` bucket and one
-//! bucket per student, keyed by the student's user id (the identity Google counts per
-//! user: the student's own OAuth grant, or the `quotaUser` a service account sends for
-//! them). A process draws a batch of permits for the calls that are waiting (and, when
-//! busy, for its recent pace over one lease) and keeps them in a local stash. A batch
-//! comes with a start time: when the bucket is short the database books the batch for
-//! the moment it will have earned it (at most a second ahead) instead of refusing, so
-//! replicas do not poll. A call queues for a permit of the project's, takes one of the
-//! student's right after, and goes out at once.
-//!
-//! Why the bound is strict: a batch starting at `s` is used before
-//! `s + lease` (the stash drops permits past their lease, counted from before the draw
-//! was sent) and its requests reach Google before `s + lease + SEND_MARGIN`, so the
-//! requests Google counts in any window of its length `W` come from grants starting
-//! within one window of `W + lease + SEND_MARGIN`, and the database never lets more
-//! than the quota start within such a window. A replica that dies holding permits leaves
-//! them unused; they still count, so nobody exceeds the quota.
-//!
-//! Why it uses the quota: the sustained rate is `quota / (W + lease + SEND_MARGIN)`
-//! (99.3 % of Google's per-minute project quota), an idle replica draws nothing (the
-//! replicas with work get every permit; there is no share per replica to leave unused),
-//! and permits are drawn for callers that are waiting or about to call, so few expire.
+//! One bucket as one process sees it: a stash of permits drawn in batches from the
+//! database, one caller drawing at a time for everybody waiting.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use calsync_domain::{
-    DomainError,
-    quota::{self, BucketLimits},
-};
+use calsync_domain::{DomainError, quota};
 use sqlx::PgPool;
 
-/// Google's quota as configured: requests per `window` for the whole project and for
-/// each user.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QuotaLimits {
-    pub project: u32,
-    pub per_user: u32,
-    pub window: Duration,
-}
-
-impl QuotaLimits {
-    /// Google's defaults: 10,000 requests per minute per project, 600 per user.
-    pub const GOOGLE: QuotaLimits = QuotaLimits {
-        project: 10_000,
-        per_user: 600,
-        window: Duration::from_secs(60),
-    };
-
-    /// The project's sustained rate in requests per second (what a long nightly uses).
-    pub fn project_rate(&self) -> f64 {
-        QuotaPolicy::new(self).project.limits.rate
-    }
-}
-
-/// Longest time from taking a permit to the request reaching Google (building the
-/// request, a pooled connection, the network): counted into the window, so a permit used
-/// late never lets Google see more than the quota.
-pub const SEND_MARGIN: Duration = Duration::from_millis(100);
-
-/// How batches are sized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sizing {
-    /// Shared by all calls of the process: enough for the recent pace over one lease.
-    Pace,
-    /// One student's session, calls one after another: 4, then twice the last batch
-    /// while the session keeps calling (few draws for long syncs, little waste for
-    /// short), never more than its pace uses within the lease.
-    Doubling,
-}
-
-/// One kind of bucket: its limits in the database and how this process draws from it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct BucketPolicy {
-    limits: BucketLimits,
-    /// How long drawn permits may wait in the stash.
-    lease: Duration,
-    /// The fewest permits worth a draw.
-    min_batch: u32,
-    sizing: Sizing,
-}
-
-/// How far ahead the database may book a batch when the bucket is short (a caller then
-/// waits for its start instead of asking again).
-const BOOK_AHEAD: Duration = Duration::from_secs(1);
-
-/// The buckets' parameters derived from [`QuotaLimits`] (the one place that turns
-/// Google's numbers into windows, paces and leases).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct QuotaPolicy {
-    project: BucketPolicy,
-    user: BucketPolicy,
-}
-
-impl QuotaPolicy {
-    fn new(q: &QuotaLimits) -> QuotaPolicy {
-        let w = q.window.max(Duration::from_secs(1));
-        // The project's permits are shared by every call of the process and drawn for
-        // callers that are waiting: a short lease (W/200, 0.3 s at Google's minute).
-        let project_lease = (w / 200).clamp(Duration::from_millis(100), Duration::from_millis(500));
-        // A student's permits serve one session's calls one after another: a longer
-        // lease (W/10) so a sync needs few draws; Google's per-user quota is rarely the
-        // limit, so the lower pace (91 %) costs nothing.
-        let user_lease = (w / 10).clamp(Duration::from_millis(100), Duration::from_secs(10));
-        let bucket = |limit: u32, lease: Duration, burst_of: &dyn Fn(f64) -> f64, sizing| {
-            let limit = limit.max(1);
-            let window = w + lease + SEND_MARGIN;
-            let rate = f64::from(limit) / window.as_secs_f64();
-            let burst = (burst_of(rate).ceil() as u32).clamp(1, limit);
-            let min_batch = match sizing {
-                Sizing::Pace => ((rate * 0.02).ceil() as u32).clamp(1, burst),
-                Sizing::Doubling => 1,
-            };
-            BucketPolicy {
-                limits: BucketLimits {
-                    limit,
-                    window,
-                    rate,
-                    burst,
-                    ahead: BOOK_AHEAD,
-                },
-                lease,
-                min_batch,
-                sizing,
-            }
-        };
-        QuotaPolicy {
-            // A second's worth at most at once: the pace stays even across replicas.
-            project: bucket(q.project, project_lease, &|rate| rate, Sizing::Pace),
-            // A student's sync is a short burst of calls: only the window limits it.
-            user: bucket(
-                q.per_user,
-                user_lease,
-                &|_| f64::from(q.per_user),
-                Sizing::Doubling,
-            ),
-        }
-    }
-}
+use super::policy::{BucketPolicy, Sizing};
 
 /// Permits drawn together, usable from `usable_from` until `use_by`.
 #[derive(Debug)]
@@ -158,7 +25,7 @@ struct Batch {
 
 /// What the stash has for a caller.
 #[derive(Debug, PartialEq, Eq)]
-enum Local {
+pub(super) enum Local {
     /// A permit, to use before this instant.
     Taken(Instant),
     /// `left` permits booked for later; the first usable at `at`.
@@ -197,7 +64,7 @@ impl Stash {
 
 /// One bucket as this process sees it: a stash of drawn permits and one drawer at a
 /// time.
-struct Bucket {
+pub(super) struct Bucket {
     key: String,
     kind: &'static str,
     policy: BucketPolicy,
@@ -236,7 +103,7 @@ impl Drop for Waiting<'_> {
 }
 
 impl Bucket {
-    fn new(key: String, kind: &'static str, policy: BucketPolicy) -> Bucket {
+    pub(super) fn new(key: String, kind: &'static str, policy: BucketPolicy) -> Bucket {
         Bucket {
             key,
             kind,
@@ -253,7 +120,7 @@ impl Bucket {
     }
 
     /// Take a permit from the stash if one is usable now; else say what is booked.
-    fn take_local(&self) -> Local {
+    pub(super) fn take_local(&self) -> Local {
         let now = Instant::now();
         let mut s = self.stash();
         let mut expired = 0u32;
@@ -325,7 +192,7 @@ impl Bucket {
 
     /// Put back an unused permit taken a moment ago (still within its lease), for the
     /// next call to use.
-    fn give_back(&self, use_by: Instant) {
+    pub(super) fn give_back(&self, use_by: Instant) {
         if use_by <= Instant::now() {
             metrics::counter!("calsync_google_permits_expired_total", "bucket" => self.kind)
                 .increment(1);
@@ -401,7 +268,10 @@ impl Bucket {
 
     /// A permit now, from the stash or one draw, without waiting: `Err(wait)` when the
     /// next one is further away.
-    async fn try_acquire(&self, pool: &PgPool) -> Result<Result<Instant, Duration>, DomainError> {
+    pub(super) async fn try_acquire(
+        &self,
+        pool: &PgPool,
+    ) -> Result<Result<Instant, Duration>, DomainError> {
         let until = |at: Instant| at.saturating_duration_since(Instant::now());
         match self.take_local() {
             Local::Taken(use_by) => return Ok(Ok(use_by)),
@@ -431,7 +301,7 @@ impl Bucket {
     /// for everybody waiting and not covered by what is booked) or sleeps until the
     /// bucket can book again; the others wait for a booked batch to start, or to be
     /// woken, and then all take from the stash at once.
-    async fn acquire(&self, pool: &PgPool) -> Result<Instant, DomainError> {
+    pub(super) async fn acquire(&self, pool: &PgPool) -> Result<Instant, DomainError> {
         if let Local::Taken(use_by) = self.take_local() {
             return Ok(use_by);
         }
@@ -498,114 +368,11 @@ impl Bucket {
     }
 }
 
-/// A process' access to the cluster-wide quota: the project's bucket and one per
-/// student (forgotten in bulk past 10,000 students: a forgotten stash only leaves its
-/// permits unused).
-pub(crate) struct Quota {
-    pool: PgPool,
-    policy: QuotaPolicy,
-    project: Bucket,
-    users: Mutex<HashMap<i64, Arc<Bucket>>>,
-}
-
-impl Quota {
-    pub(crate) fn new(pool: PgPool, limits: &QuotaLimits) -> Quota {
-        let policy = QuotaPolicy::new(limits);
-        for (kind, p) in [("project", &policy.project), ("user", &policy.user)] {
-            metrics::gauge!("calsync_google_quota_rate", "bucket" => kind).set(p.limits.rate);
-        }
-        Quota {
-            pool,
-            project: Bucket::new(quota::PROJECT_BUCKET.to_string(), "project", policy.project),
-            policy,
-            users: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn user(&self, user_id: i64) -> Arc<Bucket> {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if users.len() > 10_000 {
-            users.clear();
-        }
-        users
-            .entry(user_id)
-            .or_insert_with(|| {
-                Arc::new(Bucket::new(
-                    quota::user_bucket(user_id),
-                    "user",
-                    self.policy.user,
-                ))
-            })
-            .clone()
-    }
-
-    /// Wait until a call for `user_id` may go out: a permit of the project's (calls
-    /// queue for these), then one of the student's, taken right away (from the stash or
-    /// one draw) so that neither waits out its lease while the call queues for the
-    /// other. Fails only when the database does.
-    pub(crate) async fn acquire(&self, user_id: i64) -> Result<(), DomainError> {
-        let user = self.user(user_id);
-        loop {
-            let project = self.project.acquire(&self.pool).await?;
-            match user.try_acquire(&self.pool).await? {
-                Ok(_) if Instant::now() < project => return Ok(()),
-                Ok(student) => {
-                    // The student's draw outlasted the project permit's lease: that one
-                    // stays unused; keep the student's for the next round.
-                    metrics::counter!("calsync_google_permits_expired_total", "bucket" => "project")
-                        .increment(1);
-                    user.give_back(student);
-                }
-                Err(_) => {
-                    // The student is at their limit: let other calls have the project's
-                    // permit while this one waits for the student's.
-                    self.project.give_back(project);
-                    let student = user.acquire(&self.pool).await?;
-                    user.give_back(student);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn googles_quota_becomes_a_strict_window_and_an_even_pace() {
-        let p = QuotaPolicy::new(&QuotaLimits::GOOGLE);
-        // Project: 10,000 per (60 s + 0.3 s lease + 0.1 s margin), ~165.6/s, 99.3 % of
-        // 10,000/min; at most a second's worth at once.
-        assert_eq!(p.project.limits.limit, 10_000);
-        assert_eq!(p.project.lease, Duration::from_millis(300));
-        assert_eq!(p.project.limits.window, Duration::from_millis(60_400));
-        assert!((p.project.limits.rate - 10_000.0 / 60.4).abs() < 1e-9);
-        assert!(p.project.limits.rate / (10_000.0 / 60.0) > 0.99);
-        assert_eq!(p.project.limits.burst, 166);
-        assert_eq!(p.project.min_batch, 4);
-        // Per user: 600 per (60 + 6 + 0.1) s, no pacing within the window.
-        assert_eq!(p.user.limits.limit, 600);
-        assert_eq!(p.user.lease, Duration::from_secs(6));
-        assert_eq!(p.user.limits.burst, 600);
-        assert!(p.user.limits.rate < 10.0 && p.user.limits.rate > 9.0);
-    }
-
-    #[test]
-    fn small_quotas_still_draw_whole_permits() {
-        let p = QuotaPolicy::new(&QuotaLimits {
-            project: 100,
-            per_user: 5,
-            window: Duration::from_secs(10),
-        });
-        assert_eq!(p.project.lease, Duration::from_millis(100));
-        assert_eq!(p.project.limits.window, Duration::from_millis(10_200));
-        assert!(p.project.limits.rate / 10.0 > 0.98);
-        assert_eq!(p.project.limits.burst, 10);
-        assert_eq!(p.project.min_batch, 1);
-        assert_eq!(p.user.limits.burst, 5);
-        assert_eq!(p.user.min_batch, 1);
-    }
+    use crate::google::QuotaLimits;
+    use crate::google::limiter::policy::QuotaPolicy;
 
     #[test]
     fn batches_follow_waiting_callers_and_the_recent_pace() {
