@@ -170,8 +170,11 @@ impl WorkerProcess {
             .env("CALSYNC_GOOGLE_TOKEN_URL", fake.token_url())
             .env("CALSYNC_GOOGLE_CLIENT_ID", "e2e-client")
             .env("CALSYNC_GOOGLE_CLIENT_SECRET", "e2e-secret")
-            .env("CALSYNC_GOOGLE_PER_USER_RPS", "1000")
-            .env("CALSYNC_GOOGLE_PROJECT_RPS", "100000")
+            // The fake answers in about a millisecond: a quota of 5,000 calls/s keeps it
+            // out of the way (and sizes the default concurrency to 8).
+            .env("CALSYNC_GOOGLE_PROJECT_QUOTA", "300000")
+            .env("CALSYNC_GOOGLE_USER_QUOTA", "300000")
+            .env("CALSYNC_GOOGLE_LATENCY_MS", "1")
             .env("CALSYNC_HTTP_LISTEN", "127.0.0.1:0")
             .env("CALSYNC_WORKER_NAME", name)
             .env("CALSYNC_LOG_FORMAT", "pretty")

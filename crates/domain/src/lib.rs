@@ -24,6 +24,7 @@
 //!   roll-up, cheap at any table size.
 //! * [`dashboard_sessions`]: revocable server-side dashboard sessions.
 //! * [`workers`]: worker liveness (each worker's own heartbeat interval).
+//! * [`quota`]: the cluster-wide Google API quota (buckets of permits workers draw from).
 
 pub mod academic;
 pub mod attempts;
@@ -38,6 +39,7 @@ pub mod jobs;
 pub mod owned_calendars;
 pub mod preferences;
 pub mod queue;
+pub mod quota;
 pub mod render;
 pub mod schedule;
 pub mod settings;

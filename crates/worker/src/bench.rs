@@ -412,8 +412,12 @@ async fn sync_throughput(pool: &PgPool, users: i64) -> anyhow::Result<Vec<Row>> 
             token_url: fake.token_url(),
             client_id: "bench".into(),
             client_secret: calsync_domain::credentials::Secret::new("bench"),
-            per_user_rps: 1000.0,
-            project_rps: 100_000.0,
+            // Far above what the fake is asked for: the sync is measured, not the quota.
+            quota: crate::google::QuotaLimits {
+                project: 6_000_000,
+                per_user: 60_000,
+                window: Duration::from_secs(60),
+            },
             request_timeout: Duration::from_secs(30),
         },
         school_time_zone: chrono_tz::America::New_York,

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{
     self, ApiToken, CATCH_UP_WINDOW, ConfigError, CronConfig, DashboardSettings, DatabaseConfig,
     DatabaseUrl, GoogleAuth, GoogleSettings, LogFormat, LoggingConfig, NightlySchedule,
-    SyncSettings, WorkerConfig, positive_rate,
+    QuotaLimits, SyncSettings, WorkerConfig,
 };
 
 /// calsync: keeps students' course schedules in Google Calendar.
@@ -114,12 +114,29 @@ pub struct GoogleArgs {
         hide_default_value = true
     )]
     pub google_client_secret: String,
-    /// Google API requests per second per user (Google allows about 10).
-    #[arg(long, env = "CALSYNC_GOOGLE_PER_USER_RPS", default_value_t = 8.0)]
-    pub google_per_user_rps: f64,
-    /// Google API requests per second for this process.
-    #[arg(long, env = "CALSYNC_GOOGLE_PROJECT_RPS", default_value_t = 150.0)]
-    pub google_project_rps: f64,
+    /// Calendar API requests per quota window for the whole Google Cloud project, shared
+    /// by every replica (Google's default: 10,000 per minute).
+    #[arg(long, env = "CALSYNC_GOOGLE_PROJECT_QUOTA", default_value_t = 10_000)]
+    pub google_project_quota: u32,
+    /// Calendar API requests per quota window for each student (Google's default: 600
+    /// per minute).
+    #[arg(long, env = "CALSYNC_GOOGLE_USER_QUOTA", default_value_t = 600)]
+    pub google_user_quota: u32,
+    /// Length of Google's quota window in seconds (Google counts per minute).
+    #[arg(long, env = "CALSYNC_GOOGLE_QUOTA_WINDOW_SECS", default_value_t = 60)]
+    pub google_quota_window_secs: u64,
+    /// Typical latency of one Google API call in milliseconds (sizes the default
+    /// concurrency).
+    #[arg(long, env = "CALSYNC_GOOGLE_LATENCY_MS", default_value_t = 100)]
+    pub google_latency_ms: u64,
+    /// Deprecated (it was per process): caps the per-student quota of the whole cluster
+    /// at this many requests per second. Use CALSYNC_GOOGLE_USER_QUOTA.
+    #[arg(long, env = "CALSYNC_GOOGLE_PER_USER_RPS")]
+    pub google_per_user_rps: Option<f64>,
+    /// Deprecated (it was per process): caps the project quota of the whole cluster at
+    /// this many requests per second. Use CALSYNC_GOOGLE_PROJECT_QUOTA.
+    #[arg(long, env = "CALSYNC_GOOGLE_PROJECT_RPS")]
+    pub google_project_rps: Option<f64>,
     /// Timeout of one Google API request, in seconds.
     #[arg(long, env = "CALSYNC_GOOGLE_TIMEOUT_SECS", default_value_t = 30)]
     pub google_timeout_secs: u64,
@@ -264,9 +281,10 @@ impl AuthArgs {
 /// `calsync worker`.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Jobs run at once by this process.
-    #[arg(long, env = "CALSYNC_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub concurrency: u16,
+    /// Jobs run at once by this process (default: sized from the Google quota and
+    /// latency, see docs/operations.md).
+    #[arg(long, env = "CALSYNC_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: Option<u16>,
     /// Nightly schedule, cron with seconds first (6-7 fields).
     #[arg(long, env = "CALSYNC_NIGHTLY_SCHEDULE", default_value = "0 30 3 * * *")]
     pub nightly_schedule: String,
@@ -510,8 +528,49 @@ impl Cli {
 }
 
 impl GoogleArgs {
+    /// Google's quota for the whole cluster. The deprecated per-process rates, when
+    /// set, can only lower it (see [`config::capped_by_deprecated_rate`]); either way
+    /// their new meaning is logged.
+    pub fn quota(&self) -> Result<QuotaLimits, ConfigError> {
+        let mut quota = config::google_quota(
+            self.google_project_quota,
+            self.google_user_quota,
+            self.google_quota_window_secs,
+        )?;
+        for (option, rps, limit, replacement) in [
+            (
+                "CALSYNC_GOOGLE_PROJECT_RPS",
+                self.google_project_rps,
+                &mut quota.project,
+                "CALSYNC_GOOGLE_PROJECT_QUOTA",
+            ),
+            (
+                "CALSYNC_GOOGLE_PER_USER_RPS",
+                self.google_per_user_rps,
+                &mut quota.per_user,
+                "CALSYNC_GOOGLE_USER_QUOTA",
+            ),
+        ] {
+            let (capped, lowered) =
+                config::capped_by_deprecated_rate(option, *limit, rps, quota.window)?;
+            if rps.is_some() {
+                tracing::warn!(
+                    option,
+                    requests_per_window = capped,
+                    window_secs = quota.window.as_secs(),
+                    lowered,
+                    "{option} is deprecated: it was a per-process rate and now caps all replicas together; \
+                     set {replacement} (requests per quota window, Google's number) instead"
+                );
+            }
+            *limit = capped;
+        }
+        Ok(quota)
+    }
+
     /// The sync engine's settings.
     pub fn into_settings(self) -> Result<SyncSettings, ConfigError> {
+        let quota = self.quota()?;
         Ok(SyncSettings {
             google: GoogleSettings {
                 api_base_url: self.google_api_base_url,
@@ -519,11 +578,7 @@ impl GoogleArgs {
                 token_url: self.google_token_url,
                 client_id: self.google_client_id,
                 client_secret: Secret::new(self.google_client_secret),
-                per_user_rps: positive_rate(
-                    "CALSYNC_GOOGLE_PER_USER_RPS",
-                    self.google_per_user_rps,
-                )?,
-                project_rps: positive_rate("CALSYNC_GOOGLE_PROJECT_RPS", self.google_project_rps)?,
+                quota,
                 request_timeout: Duration::from_secs(self.google_timeout_secs.max(1)),
             },
             auth: self.auth.into_auth(self.school_time_zone)?,
@@ -567,7 +622,20 @@ impl WorkerArgs {
     pub fn into_config(self, url: DatabaseUrl) -> Result<WorkerConfig, ConfigError> {
         let schedule = NightlySchedule::parse(&self.nightly_schedule, self.nightly_time_zone)?;
         let api_token = self.api_token.as_deref().map(ApiToken::new).transpose()?;
-        let database = DatabaseConfig::worker(url, self.concurrency, self.db_max_connections);
+        let latency = Duration::from_millis(self.google.google_latency_ms);
+        let sync = self.google.into_settings()?;
+        let concurrency = self.concurrency.unwrap_or_else(|| {
+            let sized = config::default_concurrency(&sync.google.quota, latency);
+            tracing::info!(
+                concurrency = sized,
+                project_rate = sync.google.quota.project_rate(),
+                latency_ms = latency.as_millis() as u64,
+                "CALSYNC_CONCURRENCY unset: sized from the Google quota ({} × rate × latency)",
+                config::CONCURRENCY_HEADROOM
+            );
+            sized
+        });
+        let database = DatabaseConfig::worker(url, concurrency, self.db_max_connections);
         if let Some(configured) = database.raised_from(self.db_max_connections) {
             tracing::warn!(
                 configured,
@@ -578,7 +646,7 @@ impl WorkerArgs {
         }
         Ok(WorkerConfig {
             database,
-            concurrency: self.concurrency,
+            concurrency,
             cron: (!self.no_cron).then_some(CronConfig {
                 schedule,
                 retention_days: self.retention_days,
@@ -598,7 +666,7 @@ impl WorkerArgs {
                 listen,
                 auth: self.dashboard.into_config(),
             }),
-            sync: self.google.into_settings()?,
+            sync,
         })
     }
 }
@@ -629,6 +697,38 @@ mod tests {
         let cron = c.cron.unwrap();
         assert_eq!(cron.schedule.expression, "0 30 3 * * *");
         assert_eq!(cron.schedule.time_zone, chrono_tz::Europe::Berlin);
+    }
+
+    #[test]
+    fn quota_flags_size_the_default_concurrency() {
+        let c = worker(&[]).unwrap();
+        assert_eq!(c.sync.google.quota, QuotaLimits::GOOGLE);
+        assert_eq!(c.concurrency, 25, "Google's 10,000/min at 100 ms");
+        assert_eq!(c.database.max_connections, 31);
+        let c = worker(&[
+            "--google-project-quota",
+            "100",
+            "--google-user-quota",
+            "20",
+            "--google-quota-window-secs",
+            "10",
+            "--google-latency-ms",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(c.sync.google.quota.project, 100);
+        assert_eq!(c.sync.google.quota.per_user, 20);
+        assert_eq!(c.sync.google.quota.window, Duration::from_secs(10));
+        assert_eq!(c.concurrency, 2);
+        assert_eq!(worker(&["--concurrency", "3"]).unwrap().concurrency, 3);
+        // The deprecated per-process rates cap the cluster-wide quota.
+        let c = worker(&["--google-project-rps", "50", "--google-per-user-rps", "8"]).unwrap();
+        assert_eq!(c.sync.google.quota.project, 3_000);
+        assert_eq!(c.sync.google.quota.per_user, 480);
+        let err = worker(&["--google-project-quota", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CALSYNC_GOOGLE_PROJECT_QUOTA"), "{err}");
     }
 
     #[test]

@@ -57,8 +57,8 @@ pub async fn run(url: DatabaseUrl, args: DemoArgs) -> anyhow::Result<ExitCode> {
         format!("--google-token-url={}", fake.token_url()),
         "--google-client-id=demo-client".into(),
         "--google-client-secret=demo-secret".into(),
-        "--google-per-user-rps=100".into(),
-        "--google-project-rps=5000".into(),
+        "--google-user-quota=6000".into(),
+        "--google-project-quota=300000".into(),
         format!("--dashboard-listen={}", args.dashboard_listen),
         format!("--dashboard-admin-token={admin_token}"),
     ];

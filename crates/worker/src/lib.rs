@@ -52,8 +52,7 @@ pub fn build_engine(
         token_url: g.token_url.clone(),
         client_id: g.client_id.clone(),
         client_secret: g.client_secret.clone(),
-        per_user_rps: g.per_user_rps,
-        project_rps: g.project_rps,
+        quota: g.quota,
         request_timeout: g.request_timeout,
     };
     let google = |e: google::GoogleError| SetupError::Google(e.to_string());
@@ -72,9 +71,13 @@ pub fn build_engine(
             delegate,
             provisioning,
         } => {
-            let backend =
-                google::GoogleBackend::service_account(google_config, key.clone(), *delegate)
-                    .map_err(google)?;
+            let backend = google::GoogleBackend::service_account(
+                google_config,
+                pool.clone(),
+                key.clone(),
+                *delegate,
+            )
+            .map_err(google)?;
             let provisioner = provision::Provisioner::new(
                 pool.clone(),
                 settings.auth.calendar_mode(),

@@ -75,11 +75,7 @@ impl UserRefreshTokens {
     }
 
     /// POST grant_type=refresh_token to the token endpoint.
-    async fn refresh(
-        &self,
-        user_id: i64,
-        refresh_token: &Secret,
-    ) -> Result<(Secret, i64), GoogleError> {
+    async fn refresh(&self, refresh_token: &Secret) -> Result<(Secret, i64), GoogleError> {
         let cfg = self.client.config();
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "refresh_token")
@@ -87,7 +83,7 @@ impl UserRefreshTokens {
             .append_pair("client_id", &cfg.client_id)
             .append_pair("client_secret", cfg.client_secret.expose())
             .finish();
-        let (status, json, started) = self.client.post_form(user_id, &cfg.token_url, form).await?;
+        let (status, json, started) = self.client.post_form(&cfg.token_url, form).await?;
         if (200..300).contains(&status)
             && let Some(tok) = json["access_token"].as_str()
         {
@@ -218,7 +214,7 @@ impl TokenSource for UserRefreshTokens {
             self.reencrypt(&creds, &token_ref, &refresh.secret, None)
                 .await;
         }
-        match self.refresh(user_id, &refresh.secret).await {
+        match self.refresh(&refresh.secret).await {
             Ok((token, expires_in)) => {
                 let expires_at = Utc::now() + chrono::Duration::seconds(expires_in.max(0));
                 let env = self.vault.seal(user_id, Column::AccessToken, "", &token);

@@ -1,11 +1,10 @@
 //! The HTTP side of the Google implementation, shared by token sources and sessions:
-//! hyper-rustls (ring) client, per-user and per-process rate limits, per-call timeouts,
-//! and the google-calendar3 hub.
+//! hyper-rustls (ring) client, the cluster-wide quota (per project and per user, see
+//! [`super::limiter`]), per-call timeouts, and the google-calendar3 hub.
 
 use std::{
-    collections::HashMap,
     fmt,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -15,11 +14,12 @@ use google_calendar3::CalendarHub;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use sqlx::PgPool;
 
 use super::{
     GoogleConfig,
     error::{GoogleError, record, retryable},
-    limiter::Limiter,
+    limiter::Quota,
 };
 
 type Connector = HttpsConnector<HttpConnector>;
@@ -29,12 +29,11 @@ pub(crate) type Hub = CalendarHub<Connector>;
 struct Inner {
     config: GoogleConfig,
     http: HttpClient,
-    project: Limiter,
-    users: Mutex<HashMap<i64, Arc<Limiter>>>,
+    quota: Quota,
 }
 
-/// The process-wide Google HTTP client (cheap to clone): one connection pool, one
-/// per-process rate limit and one per-user rate limit per user, however many sessions.
+/// The process-wide Google HTTP client (cheap to clone): one connection pool and one
+/// share of the cluster-wide quota, however many sessions.
 #[derive(Clone)]
 pub struct GoogleClient {
     inner: Arc<Inner>,
@@ -49,8 +48,9 @@ impl fmt::Debug for GoogleClient {
 }
 
 impl GoogleClient {
-    /// Build the client. Fails on unusable URLs.
-    pub fn new(config: GoogleConfig) -> Result<GoogleClient, GoogleError> {
+    /// Build the client; its calls draw on the cluster-wide quota kept in `pool`'s
+    /// database. Fails on unusable URLs.
+    pub fn new(config: GoogleConfig, pool: PgPool) -> Result<GoogleClient, GoogleError> {
         for (name, url) in [
             ("api base URL", &config.api_base_url),
             ("api root URL", &config.api_root_url),
@@ -75,10 +75,9 @@ impl GoogleClient {
         let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         Ok(GoogleClient {
             inner: Arc::new(Inner {
-                project: Limiter::new(config.project_rps),
+                quota: Quota::new(pool, &config.quota),
                 config,
                 http,
-                users: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -88,21 +87,14 @@ impl GoogleClient {
         &self.inner.config
     }
 
-    fn user_limiter(&self, user_id: i64) -> Arc<Limiter> {
-        let mut users = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
-        if users.len() > 10_000 {
-            users.clear();
-        }
-        users
-            .entry(user_id)
-            .or_insert_with(|| Arc::new(Limiter::new(self.inner.config.per_user_rps)))
-            .clone()
-    }
-
-    /// Wait for a request slot for this user and for the process.
-    pub async fn throttle(&self, user_id: i64) {
-        self.user_limiter(user_id).acquire().await;
-        self.inner.project.acquire().await;
+    /// Wait until a Calendar API call for this student may go out without taking the
+    /// project or the student over Google's quota, whichever replica makes it.
+    pub async fn throttle(&self, user_id: i64) -> Result<(), GoogleError> {
+        self.inner
+            .quota
+            .acquire(user_id)
+            .await
+            .map_err(|e| GoogleError::Quota(e.to_string()))
     }
 
     /// A calendar hub authenticating with `token`.
@@ -113,13 +105,12 @@ impl GoogleClient {
         hub
     }
 
-    /// POST a form to a token endpoint (throttled as `user_id`, with the request
-    /// timeout); returns the status, the JSON body (`Null` when it is not JSON) and when
-    /// the request started (for the metrics the caller records once it has classified
-    /// the answer).
+    /// POST a form to a token endpoint (with the request timeout; not throttled: token
+    /// requests do not count against the Calendar API quota); returns the status, the
+    /// JSON body (`Null` when it is not JSON) and when the request started (for the
+    /// metrics the caller records once it has classified the answer).
     pub(crate) async fn post_form(
         &self,
-        user_id: i64,
         url: &str,
         form: String,
     ) -> Result<(u16, serde_json::Value, Instant), GoogleError> {
@@ -137,7 +128,6 @@ impl GoogleClient {
             .map_err(|e| GoogleError::OAuthClient {
                 detail: e.to_string(),
             })?;
-        self.throttle(user_id).await;
         let started = Instant::now();
         let res = tokio::time::timeout(timeout, async {
             let resp = self

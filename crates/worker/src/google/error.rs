@@ -46,6 +46,9 @@ pub enum GoogleError {
     /// A database error while handling tokens.
     #[error("database error while handling Google tokens: {0}")]
     Database(String),
+    /// No permit could be drawn from the cluster-wide quota (a database error).
+    #[error("could not draw a permit from the cluster-wide Google quota: {0}")]
+    Quota(String),
 }
 
 impl GoogleError {
@@ -62,7 +65,7 @@ impl GoogleError {
             GoogleError::Forbidden { .. } => "forbidden",
             GoogleError::Unauthorized { .. } => "unauthorized",
             GoogleError::OAuthClient { .. } => "oauth_client",
-            GoogleError::Database(_) => "database",
+            GoogleError::Database(_) | GoogleError::Quota(_) => "database",
         }
     }
 
@@ -73,7 +76,7 @@ impl GoogleError {
                 retry_after: *retry_after,
             },
             // A token refused twice in a row, or the database: worth another attempt.
-            GoogleError::Unauthorized { .. } | GoogleError::Database(_) => {
+            GoogleError::Unauthorized { .. } | GoogleError::Database(_) | GoogleError::Quota(_) => {
                 ErrorClass::Retryable { retry_after: None }
             }
             GoogleError::NeedsReauth { .. } => ErrorClass::NeedsUser(UserAction::Reauthenticate),

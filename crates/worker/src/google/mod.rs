@@ -1,7 +1,9 @@
 //! Google Calendar, one implementation of the provider seam ([`crate::backend`]):
 //! google-calendar3 over hyper-rustls (ring).
 //!
-//! * [`client`]: the shared HTTP client, per-user and per-process rate limits, timeouts.
+//! * [`client`]: the shared HTTP client, timeouts, and the throttle every call passes.
+//! * [`limiter`]: the cluster-wide quota (per project and per student) every replica
+//!   draws permits from, in batches, through Postgres.
 //! * [`auth`]: where access tokens come from ([`TokenSource`]; today per-user OAuth
 //!   refresh tokens cached in `google_credentials`).
 //! * [`session`]: one user's calls (refresh once on 401, call accounting, metrics).
@@ -17,7 +19,7 @@ use sqlx::PgPool;
 pub mod auth;
 mod client;
 pub mod error;
-mod limiter;
+pub mod limiter;
 mod mapping;
 pub mod service_account;
 mod session;
@@ -25,6 +27,7 @@ mod session;
 pub use auth::{TokenSource, UserRefreshTokens};
 pub use client::GoogleClient;
 pub use error::GoogleError;
+pub use limiter::QuotaLimits;
 pub use service_account::{ServiceAccountKey, ServiceAccountTokens};
 pub use session::GoogleSession;
 
@@ -38,10 +41,8 @@ pub struct GoogleConfig {
     pub token_url: String,
     pub client_id: String,
     pub client_secret: Secret,
-    /// Requests per second per user (Google allows ~600/min).
-    pub per_user_rps: f64,
-    /// Requests per second for this process.
-    pub project_rps: f64,
+    /// Google's quota, for all replicas together.
+    pub quota: QuotaLimits,
     pub request_timeout: Duration,
 }
 
@@ -53,8 +54,7 @@ impl fmt::Debug for GoogleConfig {
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
-            .field("per_user_rps", &self.per_user_rps)
-            .field("project_rps", &self.project_rps)
+            .field("quota", &self.quota)
             .field("request_timeout", &self.request_timeout)
             .finish()
     }
@@ -105,7 +105,7 @@ impl GoogleBackend {
         pool: PgPool,
         vault: crate::vault::Vault,
     ) -> Result<GoogleBackend, GoogleError> {
-        let client = GoogleClient::new(config)?;
+        let client = GoogleClient::new(config, pool.clone())?;
         let tokens = Arc::new(UserRefreshTokens::new(client.clone(), pool, vault));
         Ok(GoogleBackend::with_token_source(client, tokens))
     }
@@ -114,10 +114,11 @@ impl GoogleBackend {
     /// delegation); every call carries `quotaUser`.
     pub fn service_account(
         config: GoogleConfig,
+        pool: PgPool,
         key: ServiceAccountKey,
         delegate: bool,
     ) -> Result<GoogleBackend, GoogleError> {
-        let client = GoogleClient::new(config)?;
+        let client = GoogleClient::new(config, pool)?;
         let tokens = ServiceAccountTokens::new(client.clone(), key, delegate).map_err(|e| {
             GoogleError::OAuthClient {
                 detail: e.to_string(),
@@ -181,20 +182,22 @@ mod tests {
         assert_eq!(encode_path_segment("a/b c?d"), "a%2Fb%20c%3Fd");
     }
 
-    #[test]
-    fn debug_never_shows_the_client_secret() {
+    #[tokio::test]
+    async fn debug_never_shows_the_client_secret() {
         let cfg = GoogleConfig {
             api_base_url: "http://x/".into(),
             api_root_url: "http://x/".into(),
             token_url: "http://x/token".into(),
             client_id: "id".into(),
             client_secret: Secret::new("very-secret"),
-            per_user_rps: 1.0,
-            project_rps: 1.0,
+            quota: QuotaLimits::GOOGLE,
             request_timeout: Duration::from_secs(1),
         };
         assert!(!format!("{cfg:?}").contains("very-secret"));
-        let client = GoogleClient::new(cfg).unwrap();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let client = GoogleClient::new(cfg, pool).unwrap();
         assert!(!format!("{client:?}").contains("very-secret"));
     }
 }

@@ -207,7 +207,7 @@ impl ServiceAccountTokens {
             .append_pair("grant_type", JWT_BEARER_GRANT)
             .append_pair("assertion", &assertion)
             .finish();
-        let (status, json, started) = self.client.post_form(0, token_url, form).await?;
+        let (status, json, started) = self.client.post_form(token_url, form).await?;
         if (200..300).contains(&status)
             && let Some(tok) = json["access_token"].as_str()
         {

@@ -63,7 +63,7 @@ impl GoogleSession {
 macro_rules! call {
     ($self:ident, $method:expr, $calendar_id:expr, |$hub:ident| $body:expr) => {{
         loop {
-            $self.client.throttle($self.account.user_id).await;
+            $self.client.throttle($self.account.user_id).await?;
             $self.calls += 1;
             let started = Instant::now();
             let timeout = $self.client.request_timeout();

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use calsync_domain::credentials::Secret;
 use calsync_fake_google::FakeGoogle;
 use calsync_worker::{
-    google::{GoogleBackend, GoogleConfig},
+    google::{GoogleBackend, GoogleConfig, QuotaLimits},
     sync::SyncEngine,
 };
 use sqlx::PgPool;
@@ -24,8 +24,11 @@ pub fn backend(fake: &FakeGoogle, pool: &PgPool) -> Arc<GoogleBackend> {
                 token_url: fake.token_url(),
                 client_id: "test-client".into(),
                 client_secret: Secret::new("test-secret"),
-                per_user_rps: 10_000.0,
-                project_rps: 10_000.0,
+                quota: QuotaLimits {
+                    project: 6_000_000,
+                    per_user: 600_000,
+                    window: Duration::from_secs(60),
+                },
                 request_timeout: Duration::from_secs(10),
             },
             pool.clone(),

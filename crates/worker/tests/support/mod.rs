@@ -11,7 +11,7 @@ use calsync_fake_google::FakeGoogle;
 use calsync_worker::{
     backend::AccessRole,
     config::{GoogleAuth, GoogleSettings, SyncSettings},
-    google::ServiceAccountKey,
+    google::{QuotaLimits, ServiceAccountKey},
     provision::ProvisionSettings,
     sync::SyncEngine,
     vault::{Keyring, Vault},
@@ -28,8 +28,11 @@ pub fn google(fake: &FakeGoogle) -> GoogleSettings {
         token_url: fake.token_url(),
         client_id: "test-client".into(),
         client_secret: Secret::new("test-secret"),
-        per_user_rps: 10_000.0,
-        project_rps: 10_000.0,
+        quota: QuotaLimits {
+            project: 6_000_000,
+            per_user: 600_000,
+            window: Duration::from_secs(60),
+        },
         request_timeout: Duration::from_secs(10),
     }
 }
