@@ -184,17 +184,24 @@ fn grid(week: &StudentWeek) -> Markup {
                     g class={ "block wk-" (colour(b.course_id)) }
                         data-event=(b.event_id) data-day=(key) data-start=(hm(b.begin)) data-end=(hm(b.end)) {
                         title { (tooltip(b)) }
-                        rect x=(x) y=(y) width=(w - 4.0) height=(h) rx="4" {}
-                        @if h >= 16.0 {
-                            text.block-title x=(x + 6.0) y=(y + 14.0) { (fit(&b.title, inner, 6.6)) }
+                        clipPath id={ "clip-" (b.event_id) } {
+                            rect x=(x) y=(y) width=(w - 6.0) height=(h) {}
                         }
-                        @if h >= 30.0 {
-                            text.block-line x=(x + 6.0) y=(y + 28.0) { (hm(b.begin)) "–" (hm(b.end)) }
-                        }
-                        @if h >= 44.0 {
-                            text.block-line x=(x + 6.0) y=(y + 41.0) {
-                                (fit(&b.location, inner - if b.excluded.is_empty() { 0.0 } else { 60.0 }, 6.0))
-                                @if !b.excluded.is_empty() { " · −" (b.excluded.len()) " d" }
+                        rect.box x=(x) y=(y) width=(w - 4.0) height=(h) rx="4" {}
+                        g clip-path={ "url(#clip-" (b.event_id) ")" } {
+                            @if h >= 16.0 {
+                                text.block-title x=(x + 6.0) y=(y + 14.0) { (fit(&b.title, inner, 6.9)) }
+                            }
+                            @if h >= 30.0 {
+                                text.block-line x=(x + 6.0) y=(y + 28.0) {
+                                    (hm(b.begin)) "–" (hm(b.end))
+                                    @if !b.excluded.is_empty() {
+                                        " · " (b.excluded.len()) " off"
+                                    }
+                                }
+                            }
+                            @if h >= 44.0 {
+                                text.block-line x=(x + 6.0) y=(y + 41.0) { (fit(&b.location, inner, 6.4)) }
                             }
                         }
                     }
