@@ -2,6 +2,11 @@
 //! schedule needs with what is in their course calendar: inserts, updates and deletes
 //! only what differs, never empties the calendar, and clears the user's flag only if
 //! nothing changed since it read the schedule.
+//!
+//! What to write is decided by one pure function, [`diff::diff`] (desired events vs the
+//! calsync events listed from the calendar); this module carries its decisions out, and
+//! [`dry_run`] describes them without writing (`calsync sync-user --dry-run`, the
+//! dashboard's "Check against Google").
 
 pub mod diff;
 pub mod dry_run;
