@@ -237,6 +237,28 @@ impl Vault {
         self.keyring.as_ref().map(Keyring::active_key_id)
     }
 
+    /// The configured credentials key ids, the active one first.
+    pub fn key_ids(&self) -> Vec<String> {
+        let Some(ring) = &self.keyring else {
+            return Vec::new();
+        };
+        std::iter::once(ring.active.clone())
+            .chain(ring.keys.keys().filter(|k| **k != ring.active).cloned())
+            .collect()
+    }
+
+    /// Whether the key `key_id` is configured.
+    pub fn has_key(&self, key_id: &str) -> bool {
+        self.keyring
+            .as_ref()
+            .is_some_and(|r| r.keys.contains_key(key_id))
+    }
+
+    /// The sealing private key, when configured.
+    pub fn sealing_key(&self) -> Option<&Secret> {
+        self.sealing_key.as_ref()
+    }
+
     /// The token reference of an envelope (`""` for access tokens and legacy values).
     pub fn token_ref(envelope: &str) -> &str {
         parse(envelope).map(|p| p.token_ref).unwrap_or("")

@@ -109,6 +109,19 @@ pub enum GoogleAuth {
 }
 
 impl GoogleAuth {
+    /// The per-user OAuth mode with `vault`. Secure by default: students' Google tokens
+    /// are stored encrypted, so a vault without credentials keys is refused unless
+    /// plain storage is explicitly allowed (`allow_plaintext`, development only).
+    pub fn oauth(
+        vault: crate::vault::Vault,
+        allow_plaintext: bool,
+    ) -> Result<GoogleAuth, ConfigError> {
+        if !vault.encrypts() && !allow_plaintext {
+            return Err(ConfigError::NoCredentialsKeys);
+        }
+        Ok(GoogleAuth::Oauth { vault })
+    }
+
     /// The calendar mode the database is told about.
     pub fn calendar_mode(&self) -> calsync_domain::settings::CalendarMode {
         use calsync_domain::settings::CalendarMode;

@@ -61,6 +61,12 @@ pub enum ConfigError {
         "CALSYNC_GOOGLE_AUTH_MODE={0} needs a service-account key: set CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY_FILE (or CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY)"
     )]
     NoServiceAccountKey(&'static str),
+    #[error(
+        "CALSYNC_GOOGLE_AUTH_MODE=oauth stores students' Google refresh tokens, and no credentials key is configured: \
+         set CALSYNC_CREDENTIALS_KEYS=\"k1:$(openssl rand -base64 32)\" (or CALSYNC_CREDENTIALS_KEYS_FILE) so they are stored encrypted \
+         (docs/operations.md, \"Credentials at rest\"); to store them unencrypted anyway (development only) set CALSYNC_CREDENTIALS_ALLOW_PLAINTEXT=true"
+    )]
+    NoCredentialsKeys,
     #[error("{option} must be {rule}, got {value}")]
     OutOfRange {
         option: &'static str,
