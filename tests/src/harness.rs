@@ -417,6 +417,20 @@ pub async fn seed_university(
     fake: &calsync_fake_google::FakeGoogle,
     n: i64,
 ) -> Vec<i64> {
+    seed_university_with(pool, Some(fake), n).await
+}
+
+/// [`seed_university`]'s students (`e2e<g>@uni.edu`) without calendars or refresh
+/// tokens: what the service-account modes provision for. Returns the user ids.
+pub async fn seed_students_without_calendars(pool: &PgPool, n: i64) -> Vec<i64> {
+    seed_university_with(pool, None, n).await
+}
+
+async fn seed_university_with(
+    pool: &PgPool,
+    fake: Option<&calsync_fake_google::FakeGoogle>,
+    n: i64,
+) -> Vec<i64> {
     use calsync_seed::{CourseSpec, MeetingSpec, RoomSpec, Seed, StudentSpec, hm, ymd};
     use chrono::Weekday;
     let mut seed = Seed::new();
@@ -440,17 +454,22 @@ pub async fn seed_university(
         })
         .collect();
     for g in 1..=n as usize {
-        let student = seed.add_student(
-            StudentSpec::new(format!("e2e{g}@uni.edu"))
-                .name(format!("Student {g}"))
-                .calendar(format!("e2e-cal-{g}")),
-        );
+        let spec = StudentSpec::new(format!("e2e{g}@uni.edu")).name(format!("Student {g}"));
+        let student = seed.add_student(match fake {
+            Some(_) => spec.calendar(format!("e2e-cal-{g}")),
+            None => spec,
+        });
         for k in 0..2 {
             seed.enroll(student, courses[(g + k) % 4]);
         }
     }
-    seed.refresh_tokens(|id| format!("e2e-rt-{id}"));
+    if fake.is_some() {
+        seed.refresh_tokens(|id| format!("e2e-rt-{id}"));
+    }
     let seeded = seed.insert_with_pool(pool).await.expect("seed");
+    let Some(fake) = fake else {
+        return seeded.user_ids();
+    };
     for student in &seeded.students {
         if let (Some(cal), Some(token)) = (&student.calendar_id, &student.refresh_token) {
             fake.create_calendar_with_id(cal, "Courses");

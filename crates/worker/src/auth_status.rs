@@ -113,12 +113,18 @@ pub async fn oauth(pool: &PgPool, vault: Option<&Vault>) -> Result<OauthStatus, 
             Some(active) => {
                 for usage in &key_usage {
                     let n = usage.refresh_tokens + usage.access_tokens;
-                    if !vault.has_key(&usage.key_id) {
+                    if !vault.has_key(&usage.key_id) && usage.refresh_tokens > 0 {
                         findings.push(Finding::warning(format!(
-                            "{n} stored tokens are encrypted with key {:?}, which is not configured here: \
+                            "{} refresh tokens are encrypted with key {:?}, which is not configured here: \
                              their students get needs_reauth at their next sync unless the key is added back to \
                              CALSYNC_CREDENTIALS_KEYS",
-                            usage.key_id
+                            usage.refresh_tokens, usage.key_id
+                        )));
+                    } else if !vault.has_key(&usage.key_id) {
+                        findings.push(Finding::note(format!(
+                            "{} cached access tokens are encrypted with key {:?}, which is not configured here: \
+                             they are fetched again when needed",
+                            usage.access_tokens, usage.key_id
                         )));
                     } else if usage.key_id != active {
                         findings.push(Finding::note(format!(
@@ -164,7 +170,7 @@ pub async fn oauth(pool: &PgPool, vault: Option<&Vault>) -> Result<OauthStatus, 
     }
     if needs_reauth > 0 {
         findings.push(Finding::note(format!(
-            "{needs_reauth} students need to sign in to Google again (dashboard: /users?status=needs_reauth)"
+            "students who must sign in to Google again: {needs_reauth} (dashboard: /users?status=needs_reauth)"
         )));
     }
     Ok(OauthStatus {

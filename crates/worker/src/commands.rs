@@ -79,6 +79,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// An error with its causes, each said once: `outer: cause: root`, skipping a cause whose
+/// text an outer message already includes (error types that show their source in their
+/// own message would otherwise print it twice).
+pub fn describe_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// A one-shot command's pool (two connections at most) on a migrated database.
 async fn cli_pool(url: DatabaseUrl) -> anyhow::Result<PgPool> {
     Ok(connect_migrated(&DatabaseConfig::cli(url)).await?)
@@ -104,11 +122,11 @@ async fn worker(config: WorkerConfig) -> anyhow::Result<ExitCode> {
 }
 
 async fn credentials(url: DatabaseUrl, args: CredentialsArgs) -> anyhow::Result<ExitCode> {
-    let pool = cli_pool(url).await?;
     match args.command {
         CredentialsCommand::AddSealingKey { public_key_file } => {
             let key = std::fs::read_to_string(&public_key_file)
                 .with_context(|| format!("reading {}", public_key_file.display()))?;
+            let pool = cli_pool(url).await?;
             let id = credentials::add_sealing_key(&pool, &key, "cli").await?;
             println!(
                 "sealing key {id} registered: new tokens written to google_credentials are sealed with it"
@@ -116,6 +134,10 @@ async fn credentials(url: DatabaseUrl, args: CredentialsArgs) -> anyhow::Result<
         }
         CredentialsCommand::RotateKey { batch_size, keys } => {
             let vault = keys.vault()?;
+            if !vault.encrypts() {
+                return Err(crate::rotation::RotationError::NoKeys.into());
+            }
+            let pool = cli_pool(url).await?;
             let r = crate::rotation::rotate(&pool, &vault, batch_size.max(1)).await?;
             println!(
                 "re-encrypted {} credentials under key {}{}",
@@ -131,15 +153,22 @@ async fn credentials(url: DatabaseUrl, args: CredentialsArgs) -> anyhow::Result<
                 }
             );
             if !r.unreadable.is_empty() {
-                println!(
-                    "{} rows could not be decrypted with the configured keys (users {:?}); they are left as they are",
+                let reasons: Vec<String> = r
+                    .unreadable_by_reason()
+                    .into_iter()
+                    .map(|(reason, users)| format!("{reason} (users {users:?})"))
+                    .collect();
+                bail!(
+                    "{} stored credentials could not be decrypted with the configured keys and were left as they are: {}; \
+                     add the missing key to CALSYNC_CREDENTIALS_KEYS (or CALSYNC_CREDENTIALS_SEALING_KEY_FILE) and run rotate-key again, \
+                     or let those students sign in again",
                     r.unreadable.len(),
-                    r.unreadable
+                    reasons.join("; ")
                 );
-                return Ok(ExitCode::FAILURE);
             }
         }
         CredentialsCommand::Status => {
+            let pool = cli_pool(url).await?;
             let c = credentials::envelope_counts(&pool).await?;
             println!("refresh tokens encrypted by calsync: {}", c.encrypted);
             println!("sealed by the database, not yet re-encrypted: {}", c.sealed);
@@ -165,8 +194,8 @@ async fn credentials(url: DatabaseUrl, args: CredentialsArgs) -> anyhow::Result<
 }
 
 async fn cleanup(url: DatabaseUrl, args: CleanupArgs) -> anyhow::Result<ExitCode> {
-    let pool = cli_pool(url).await?;
     let settings = args.google.into_settings()?;
+    let pool = cli_pool(url).await?;
     let engine = crate::build_engine(&pool, &settings)?;
     let cleaner = crate::cleanup::Cleaner::new(pool, engine.backend(), crate::sweep_as(&settings));
     if args.dry_run {
@@ -266,5 +295,23 @@ async fn sync_user(url: DatabaseUrl, args: SyncUserArgs) -> anyhow::Result<ExitC
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Shows(#[source] std::io::Error);
+
+    #[test]
+    fn errors_are_described_with_each_cause_once() {
+        let io = || std::io::Error::other("connection refused");
+        let e = anyhow::Error::new(Shows(io())).context("could not connect");
+        assert_eq!(describe_error(&e), "could not connect: connection refused");
+        let e = anyhow::Error::new(io()).context("reading key.json");
+        assert_eq!(describe_error(&e), "reading key.json: connection refused");
     }
 }

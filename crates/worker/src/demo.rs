@@ -242,7 +242,7 @@ async fn seed(
     });
     seed.refresh_tokens(|id| format!("demo-refresh-{id}"));
     let mut tx = pool.begin().await?;
-    sqlx::query("TRUNCATE final_exams, academic_calendar_events, enrollments, meeting_times, courses, rooms, google_credentials, users, calsync.nightly_runs, calsync.owned_calendars, calsync.calendar_cleanup RESTART IDENTITY")
+    sqlx::query("TRUNCATE calendar_preferences, final_exams, academic_calendar_events, enrollments, meeting_times, courses, rooms, google_credentials, users, calsync.nightly_runs, calsync.owned_calendars, calsync.calendar_cleanup RESTART IDENTITY")
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'sync-calendar'")

@@ -52,6 +52,10 @@ pub enum KeyringError {
         "credentials key {0:?} is malformed: expected KEY_ID:BASE64 (32 random bytes, e.g. `openssl rand -base64 32`), comma- or newline-separated"
     )]
     Malformed(String),
+    #[error(
+        "a credentials key has no key id: expected KEY_ID:BASE64 (32 random bytes, e.g. `k1:$(openssl rand -base64 32)`), comma- or newline-separated"
+    )]
+    MissingKeyId,
     #[error("credentials key {kid:?} must be 32 bytes (AES-256), got {len}")]
     WrongLength { kid: String, len: usize },
     #[error("credentials key id {0:?} appears twice")]
@@ -86,9 +90,8 @@ impl Keyring {
             .map(str::trim)
             .filter(|s| !s.is_empty() && !s.starts_with('#'))
         {
-            let (kid, b64) = item
-                .split_once(':')
-                .ok_or_else(|| KeyringError::Malformed(redacted(item)))?;
+            // An item without `KEY_ID:` may be the key itself: never echo any of it.
+            let (kid, b64) = item.split_once(':').ok_or(KeyringError::MissingKeyId)?;
             let kid = kid.trim();
             if kid.is_empty()
                 || !kid
@@ -120,16 +123,6 @@ impl Keyring {
     pub fn active_key_id(&self) -> &str {
         &self.active
     }
-}
-
-/// Never show more than the key id of a malformed key item.
-fn redacted(item: &str) -> String {
-    item.split(':')
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(20)
-        .collect()
 }
 
 /// Why a stored value could not be opened.
@@ -381,10 +374,14 @@ mod tests {
                 len: 16
             }
         );
-        let err = Keyring::parse("secretmaterialwithoutcolon")
+        let err = Keyring::parse(&format!("k1:{a},{b}"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("KEY_ID:BASE64"), "{err}");
+        assert!(
+            !err.contains(&b[..8]),
+            "a key without id is never echoed: {err}"
+        );
         assert!(matches!(
             Keyring::parse(&format!("k:{a},k:{b}")),
             Err(KeyringError::Duplicate(_))

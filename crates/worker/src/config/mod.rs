@@ -47,9 +47,9 @@ pub enum ConfigError {
         "CALSYNC_API_TOKEN must be at least {MIN_TOKEN_LEN} characters (it is the bearer token of the enqueue API); unset it to accept loopback callers only"
     )]
     WeakApiToken,
-    #[error("{0}")]
+    #[error(transparent)]
     Credentials(#[from] crate::vault::KeyringError),
-    #[error("service-account key: {0}")]
+    #[error(transparent)]
     ServiceAccountKey(#[from] crate::google::service_account::KeyError),
     #[error("could not read {what} from {path}: {error}")]
     ReadFile {
