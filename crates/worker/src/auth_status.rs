@@ -223,9 +223,7 @@ pub async fn service_account(
     let provisioning = owned_calendars::summary(pool).await?;
     let mut findings = Vec::new();
     match &key {
-        KeyState::Readable { client_email } => findings.push(Finding::note(format!(
-            "service-account key readable ({client_email})"
-        ))),
+        KeyState::Readable { .. } => {}
         KeyState::Unreadable { error } => findings.push(Finding::warning(format!(
             "the service-account key cannot be used: {error}; workers with it refuse to start"
         ))),
