@@ -41,12 +41,22 @@ async fn a_tick_that_falls_into_a_postgres_outage_runs_once_when_the_database_is
         WorkerProcess::spawn(&url, &fake, "outage-a", &args),
         WorkerProcess::spawn(&url, &fake, "outage-b", &args),
     ];
-    wait_until("a first tick ran", Duration::from_secs(60), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM calsync.nightly_runs")
-            .fetch_one(&pool)
-            .await
-            .is_ok_and(|n| n >= 1)
-    })
+    // Both replicas up (a worker whose start-up meets a database outage exits for its
+    // supervisor to restart it; past start-up everything it runs is supervised) and a
+    // first tick run.
+    wait_until(
+        "both replicas started and a first tick ran",
+        Duration::from_secs(60),
+        || async {
+            replicas
+                .iter()
+                .all(|w| w.log_text().contains("calsync worker started"))
+                && sqlx::query_scalar::<_, i64>("SELECT count(*) FROM calsync.nightly_runs")
+                    .fetch_one(&pool)
+                    .await
+                    .is_ok_and(|n| n >= 1)
+        },
+    )
     .await;
 
     // Down before the next tick, and longer than a pool's acquire timeout after it.
