@@ -303,3 +303,171 @@ async fn the_demo_runs_in_service_account_mode_by_default() {
     .unwrap();
     assert_eq!((encrypted, total), (12, 12));
 }
+
+/// `(calendar, event)` pairs of a dry run's "delete event E from calendar C (user U)"
+/// lines, or of a real run's "deleted event E from calendar C" lines.
+fn event_deletions(out: &str) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let rest = l
+                .strip_prefix("delete event ")
+                .or_else(|| l.strip_prefix("deleted event "))?;
+            let (event, rest) = rest.split_once(" from calendar ")?;
+            let calendar = rest.split(' ').next()?;
+            Some((calendar.to_string(), event.to_string()))
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_only_calsyncs_events_from_calendars_students_stopped_using() {
+    let fake = FakeGoogle::start().await.unwrap();
+    let (url, pool, _db) = fresh_database(&base_url()).await;
+    let users = seed_university(&pool, &fake, 4).await;
+    let args = ["--no-cron", "--heartbeat-secs", "1", "--poll-secs", "1"];
+    let mut worker = WorkerProcess::spawn(&url, &fake, "cleanup", &args);
+    let nightly = run_calsync(&url, None, &["nightly", "--now"], &[], MINUTE);
+    assert!(nightly.success, "{nightly:?}");
+    worker
+        .wait_until(&pool, "everyone synced", MINUTE, || all_jobs_done(&pool))
+        .await;
+    // Students keep their own events next to calsync's, then switch calendars (users 1
+    // and 2) or leave (user 3).
+    let mut own = Vec::new();
+    for g in 1..=4 {
+        let cal = format!("e2e-cal-{g}");
+        own.push(fake.user_insert_event(
+            &cal,
+            serde_json::json!({"summary": "Dentist", "start": {"dateTime": "2026-02-02T10:00:00Z"},
+                               "end": {"dateTime": "2026-02-02T11:00:00Z"}}),
+        ));
+    }
+    for (i, user) in users.iter().take(2).enumerate() {
+        let new = format!("e2e-new-cal-{}", i + 1);
+        fake.create_calendar_with_id(&new, "Courses");
+        sqlx::query("UPDATE users SET google_course_calendar_id = $2 WHERE id = $1")
+            .bind(user)
+            .bind(&new)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(users[2])
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let dry = run_calsync(&url, Some(&fake), &["cleanup", "--dry-run"], &[], MINUTE);
+    assert!(dry.success, "{dry:?}");
+    let planned = event_deletions(&dry.stdout);
+    assert_eq!(
+        planned.len(),
+        8,
+        "4 calsync events in each old calendar: {dry:?}"
+    );
+    assert!(
+        planned
+            .iter()
+            .all(|(c, _)| c == "e2e-cal-1" || c == "e2e-cal-2"),
+        "{planned:?}"
+    );
+    assert!(
+        !dry.stdout.contains("e2e-cal-3"),
+        "a deleted student's own calendar cannot be reached (their token is gone): {dry:?}"
+    );
+    assert_eq!(
+        fake.live_events("e2e-cal-1").len(),
+        5,
+        "a dry run deletes nothing"
+    );
+
+    fake.reset_calls();
+    let real = run_calsync(&url, Some(&fake), &["cleanup"], &[], MINUTE);
+    assert!(real.success, "{real:?}");
+    assert_eq!(event_deletions(&real.stdout), planned, "{real:?}");
+    let mut deleted: Vec<(String, String)> = fake
+        .calls()
+        .iter()
+        .filter(|c| c.method == "events.delete" && c.status < 300)
+        .map(|c| {
+            (
+                c.calendar_id.clone().unwrap_or_default(),
+                c.event_id.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    deleted.sort();
+    assert_eq!(deleted, planned, "Google saw exactly the planned deletions");
+    assert_eq!(fake.count_calls("calendars.delete"), 0);
+    for (g, event) in own.iter().enumerate().take(3) {
+        let cal = format!("e2e-cal-{}", g + 1);
+        let live: Vec<String> = fake
+            .live_events(&cal)
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if g < 2 {
+            assert_eq!(
+                live,
+                vec![event.clone()],
+                "only the student's own event is left"
+            );
+        } else {
+            assert_eq!(live.len(), 5, "the unreachable calendar is untouched");
+        }
+    }
+    let settled = run_calsync(&url, Some(&fake), &["cleanup", "--dry-run"], &[], MINUTE);
+    assert!(
+        settled.stdout.contains("nothing to clean up"),
+        "{settled:?}"
+    );
+    assert!(worker.terminate(MINUTE).success());
+
+    // The replica that runs a nightly pass cleans up after it.
+    let cron = WorkerProcess::spawn(
+        &url,
+        &fake,
+        "cleanup-cron",
+        &[
+            "--nightly-schedule",
+            "*/2 * * * * *",
+            "--nightly-time-zone",
+            "UTC",
+            "--heartbeat-secs",
+            "1",
+            "--poll-secs",
+            "1",
+        ],
+    );
+    fake.create_calendar_with_id("e2e-new-cal-4", "Courses");
+    sqlx::query("UPDATE users SET google_course_calendar_id = 'e2e-new-cal-4' WHERE id = $1")
+        .bind(users[3])
+        .execute(&pool)
+        .await
+        .unwrap();
+    cron.wait_until(
+        &pool,
+        "the pass after a nightly tick cleaned up the old calendar",
+        MINUTE,
+        || async {
+            fake.live_events("e2e-cal-4")
+                .iter()
+                .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+                == vec![own[3].clone()]
+        },
+    )
+    .await;
+    let by: String = sqlx::query_scalar(
+        "SELECT actor FROM calsync.audit_log WHERE action = 'calendar_cleanup' \
+         AND detail->>'calendar_id' = 'e2e-cal-4'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(by.starts_with("cleanup-cron"), "{by}");
+}
