@@ -12,7 +12,9 @@
 //! Anything but an `aead` envelope under the active key is re-encrypted when the worker
 //! next uses it ([`Opened::stale`]), and by `calsync credentials rotate-key`. Without
 //! configured keys the vault runs in legacy mode: it opens `plain` envelopes and writes
-//! access tokens as `plain` envelopes (the worker warns at startup).
+//! access tokens as `plain` envelopes — which the per-user mode allows only when told to
+//! (`CALSYNC_CREDENTIALS_ALLOW_PLAINTEXT`, `config::GoogleAuth::oauth`; the worker then
+//! warns at startup).
 
 use std::{collections::BTreeMap, fmt};
 
