@@ -9,6 +9,8 @@ use std::{
 
 use sqlx::{AssertSqlSafe, PgPool, postgres::PgPoolOptions};
 
+pub use crate::commands::{CliRun, ServiceAccountKeyFile, run_calsync};
+
 /// The base `DATABASE_URL` (set by `scripts/test.sh`).
 pub fn base_url() -> String {
     std::env::var("DATABASE_URL").expect(
@@ -141,6 +143,10 @@ pub fn calsync_bin() -> PathBuf {
     bin
 }
 
+/// The credentials key every e2e worker runs with (`CALSYNC_CREDENTIALS_KEYS`: key id
+/// `e2e`, 32 bytes of 0x01), as production workers in per-user mode must.
+pub const E2E_CREDENTIALS_KEYS: &str = "e2e:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+
 /// A `calsync worker` child process. Killed (SIGKILL) on drop.
 pub struct WorkerProcess {
     child: Child,
@@ -156,6 +162,17 @@ impl WorkerProcess {
         name: &str,
         extra: &[&str],
     ) -> WorkerProcess {
+        WorkerProcess::spawn_env(db_url, fake, name, extra, &[])
+    }
+
+    /// [`WorkerProcess::spawn`] with more environment (set last, so it wins).
+    pub fn spawn_env(
+        db_url: &str,
+        fake: &calsync_fake_google::FakeGoogle,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let log = std::env::temp_dir().join(format!(
             "calsync-e2e-{name}-{:08x}.log",
             random_u64() as u32
@@ -170,6 +187,7 @@ impl WorkerProcess {
             .env("CALSYNC_GOOGLE_TOKEN_URL", fake.token_url())
             .env("CALSYNC_GOOGLE_CLIENT_ID", "e2e-client")
             .env("CALSYNC_GOOGLE_CLIENT_SECRET", "e2e-secret")
+            .env("CALSYNC_CREDENTIALS_KEYS", E2E_CREDENTIALS_KEYS)
             // The fake answers in about a millisecond: a quota of 5,000 calls/s keeps it
             // out of the way (and sizes the default concurrency to 8).
             .env("CALSYNC_GOOGLE_PROJECT_QUOTA", "300000")
@@ -179,6 +197,7 @@ impl WorkerProcess {
             .env("CALSYNC_WORKER_NAME", name)
             .env("CALSYNC_LOG_FORMAT", "pretty")
             .env("RUST_LOG", "info,calsync_worker=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
@@ -327,6 +346,7 @@ impl DashboardProcess {
             .env("DATABASE_URL", db_url)
             .env("CALSYNC_DASHBOARD_LISTEN", addr.to_string())
             .env("CALSYNC_DASHBOARD_ADMIN_TOKEN", admin_token)
+            .env("CALSYNC_CREDENTIALS_KEYS", E2E_CREDENTIALS_KEYS)
             .env("CALSYNC_DASHBOARD_READONLY_TOKEN", readonly_token)
             .env("CALSYNC_GOOGLE_API_BASE_URL", fake.base_url())
             .env("CALSYNC_GOOGLE_API_ROOT_URL", fake.root_url())
@@ -383,6 +403,20 @@ pub async fn seed_university(
     fake: &calsync_fake_google::FakeGoogle,
     n: i64,
 ) -> Vec<i64> {
+    seed_university_with(pool, Some(fake), n).await
+}
+
+/// [`seed_university`]'s students (`e2e<g>@uni.edu`) without calendars or refresh
+/// tokens: what the service-account modes provision for. Returns the user ids.
+pub async fn seed_students_without_calendars(pool: &PgPool, n: i64) -> Vec<i64> {
+    seed_university_with(pool, None, n).await
+}
+
+async fn seed_university_with(
+    pool: &PgPool,
+    fake: Option<&calsync_fake_google::FakeGoogle>,
+    n: i64,
+) -> Vec<i64> {
     use calsync_seed::{CourseSpec, MeetingSpec, RoomSpec, Seed, StudentSpec, hm, ymd};
     use chrono::Weekday;
     let mut seed = Seed::new();
@@ -406,17 +440,22 @@ pub async fn seed_university(
         })
         .collect();
     for g in 1..=n as usize {
-        let student = seed.add_student(
-            StudentSpec::new(format!("e2e{g}@uni.edu"))
-                .name(format!("Student {g}"))
-                .calendar(format!("e2e-cal-{g}")),
-        );
+        let spec = StudentSpec::new(format!("e2e{g}@uni.edu")).name(format!("Student {g}"));
+        let student = seed.add_student(match fake {
+            Some(_) => spec.calendar(format!("e2e-cal-{g}")),
+            None => spec,
+        });
         for k in 0..2 {
             seed.enroll(student, courses[(g + k) % 4]);
         }
     }
-    seed.refresh_tokens(|id| format!("e2e-rt-{id}"));
+    if fake.is_some() {
+        seed.refresh_tokens(|id| format!("e2e-rt-{id}"));
+    }
     let seeded = seed.insert_with_pool(pool).await.expect("seed");
+    let Some(fake) = fake else {
+        return seeded.user_ids();
+    };
     for student in &seeded.students {
         if let (Some(cal), Some(token)) = (&student.calendar_id, &student.refresh_token) {
             fake.create_calendar_with_id(cal, "Courses");

@@ -3,4 +3,5 @@
 //! headless Chromium for the browser tests. The tests are in `tests/`.
 
 pub mod browser;
+pub mod commands;
 pub mod harness;

@@ -25,6 +25,7 @@ fn calsync_env(db_url: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> (bo
         .env_remove("NO_COLOR")
         .env_remove("RUST_LOG")
         .env("CALSYNC_LOG_FORMAT", "pretty")
+        .env("CALSYNC_CREDENTIALS_KEYS", E2E_CREDENTIALS_KEYS)
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("output file"))
         .stderr(file);

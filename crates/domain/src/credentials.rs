@@ -326,3 +326,54 @@ pub async fn envelope_counts(db: impl PgExecutor<'_>) -> Result<EnvelopeCounts, 
     .fetch_one(db)
     .await?)
 }
+
+/// Stored envelopes encrypted under one AEAD key id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct KeyUsage {
+    pub key_id: String,
+    pub refresh_tokens: i64,
+    pub access_tokens: i64,
+}
+
+/// Which AEAD key ids the stored envelopes are encrypted under, and how many of each
+/// (what a deployment must keep configured until `rotate-key` has moved them).
+pub async fn key_usage(db: impl PgExecutor<'_>) -> Result<Vec<KeyUsage>, DomainError> {
+    Ok(sqlx::query_as(
+        "SELECT key_id, sum(r)::bigint AS refresh_tokens, sum(a)::bigint AS access_tokens FROM ( \
+             SELECT split_part(refresh_token, ':', 5) AS key_id, 1 AS r, 0 AS a FROM google_credentials \
+              WHERE split_part(refresh_token, ':', 4) = 'aead' \
+             UNION ALL \
+             SELECT split_part(access_token, ':', 5), 0, 1 FROM google_credentials \
+              WHERE split_part(access_token, ':', 4) = 'aead') k \
+         GROUP BY key_id ORDER BY key_id",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Whether `private_key_armored` opens what the newest registered sealing key seals
+/// (a probe sealed and opened in one statement); `None` when no sealing key is
+/// registered. `Some(false)` means the worker's sealing key is old or wrong: tokens the
+/// database seals from now on will not open.
+pub async fn sealing_key_opens(
+    db: impl PgExecutor<'_>,
+    private_key_armored: &Secret,
+) -> Result<Option<bool>, DomainError> {
+    let res: Result<Option<bool>, sqlx::Error> = sqlx::query_scalar(
+        "SELECT pgp_pub_decrypt(pgp_pub_encrypt('calsync-probe', dearmor(public_key)), dearmor($1)) = 'calsync-probe' \
+         FROM calsync.credential_sealing_keys ORDER BY created_at DESC, key_id LIMIT 1",
+    )
+    .bind(private_key_armored.expose())
+    .fetch_optional(db)
+    .await;
+    match res {
+        Ok(v) => Ok(v),
+        // pgcrypto: wrong key (39000), or not a key at all (22023 / 22000).
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("39000" | "22023" | "22000")) =>
+        {
+            Ok(Some(false))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -198,6 +198,38 @@ pub async fn known_ids(db: impl PgExecutor<'_>) -> Result<Vec<String>, DomainErr
     )
 }
 
+/// How far provisioning has got (for `calsync status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ProvisioningSummary {
+    /// Calendars calsync owns that a user has now.
+    pub active: i64,
+    /// Of those, calendars not yet shared with their student (service-account mode
+    /// only; the next sync shares them).
+    pub not_shared: i64,
+    /// Users with an e-mail and no calendar: the next sync provisions one for each.
+    pub users_pending: i64,
+    /// Calendars calsync owned that were deleted (in Google, or by cleanup).
+    pub deleted: i64,
+    /// Items in the cleanup queue not yet worked off.
+    pub cleanup_pending: i64,
+}
+
+/// Count owned calendars by state, users waiting for one, and pending cleanup.
+pub async fn summary(db: impl PgExecutor<'_>) -> Result<ProvisioningSummary, DomainError> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT count(*) FROM calsync.owned_calendars WHERE state = 'active') AS active, \
+                (SELECT count(*) FROM calsync.owned_calendars \
+                  WHERE state = 'active' AND shared_with IS NULL \
+                    AND (SELECT calendar_mode FROM calsync.settings) = 'service_account') AS not_shared, \
+                (SELECT count(*) FROM users WHERE email <> '' AND \
+                  (google_course_calendar_id IS NULL OR google_course_calendar_id = '')) AS users_pending, \
+                (SELECT count(*) FROM calsync.owned_calendars WHERE state = 'deleted') AS deleted, \
+                (SELECT count(*) FROM calsync.calendar_cleanup WHERE done_at IS NULL) AS cleanup_pending",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,10 +10,13 @@ use std::time::Duration;
 use calsync_domain::credentials::Secret;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod auth;
+pub use auth::{AuthArgs, AuthModeArg, CredentialsKeyArgs, ServiceAccountKeyArgs, ShareRoleArg};
+
 use crate::config::{
     self, ApiToken, CATCH_UP_WINDOW, ConfigError, CronConfig, DashboardSettings, DatabaseConfig,
-    DatabaseUrl, GoogleAuth, GoogleSettings, LogFormat, LoggingConfig, NightlySchedule,
-    QuotaLimits, SyncSettings, WorkerConfig,
+    DatabaseUrl, GoogleSettings, LogFormat, LoggingConfig, NightlySchedule, QuotaLimits,
+    SyncSettings, WorkerConfig,
 };
 
 /// calsync: keeps students' course schedules in Google Calendar.
@@ -151,133 +154,6 @@ pub struct GoogleArgs {
     pub auth: AuthArgs,
 }
 
-/// Who owns course calendars.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuthModeArg {
-    /// Per-user OAuth refresh tokens from google_credentials (calendars made by another app).
-    Oauth,
-    /// A service account owns every course calendar and shares it with the student.
-    ServiceAccount,
-    /// The service account acts as each student (domain-wide delegation); calendars live in the student's account.
-    Delegated,
-}
-
-/// The ACL role students get on calendars calsync shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ShareRoleArg {
-    FreeBusyReader,
-    Reader,
-    Writer,
-}
-
-/// How calsync authenticates to Google and protects stored credentials.
-#[derive(Debug, Clone, Args)]
-pub struct AuthArgs {
-    /// Who owns course calendars: oauth (per-user tokens), service-account, delegated.
-    #[arg(long, env = "CALSYNC_GOOGLE_AUTH_MODE", value_enum, default_value_t = AuthModeArg::Oauth)]
-    pub google_auth_mode: AuthModeArg,
-    /// Service-account JSON key file (service-account and delegated modes).
-    #[arg(long, env = "CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY_FILE")]
-    pub google_service_account_key_file: Option<std::path::PathBuf>,
-    /// Service-account JSON key itself (instead of a file).
-    #[arg(
-        long,
-        env = "CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY",
-        hide_env_values = true
-    )]
-    pub google_service_account_key: Option<String>,
-    /// Name of the course calendars calsync creates.
-    #[arg(long, env = "CALSYNC_CALENDAR_SUMMARY", default_value = "Courses")]
-    pub calendar_summary: String,
-    /// Time zone of the calendars calsync creates (default: the school's).
-    #[arg(long, env = "CALSYNC_CALENDAR_TIME_ZONE")]
-    pub calendar_time_zone: Option<chrono_tz::Tz>,
-    /// What students may do with the calendar calsync shares with them.
-    #[arg(long, env = "CALSYNC_CALENDAR_SHARE_ROLE", value_enum, default_value_t = ShareRoleArg::Reader)]
-    pub calendar_share_role: ShareRoleArg,
-    /// Let Google e-mail students when their calendar is shared with them.
-    #[arg(long, env = "CALSYNC_CALENDAR_SHARE_NOTIFY")]
-    pub calendar_share_notify: bool,
-    /// AES-256-GCM keys for stored credentials: KEY_ID:BASE64(32 bytes), comma-separated,
-    /// the first encrypts (rotation: put the new key first).
-    #[arg(long, env = "CALSYNC_CREDENTIALS_KEYS", hide_env_values = true)]
-    pub credentials_keys: Option<String>,
-    /// File with the credentials keys (one KEY_ID:BASE64 per line, the first encrypts).
-    #[arg(long, env = "CALSYNC_CREDENTIALS_KEYS_FILE")]
-    pub credentials_keys_file: Option<std::path::PathBuf>,
-    /// ASCII-armored OpenPGP private key that opens tokens the database sealed.
-    #[arg(long, env = "CALSYNC_CREDENTIALS_SEALING_KEY", hide_env_values = true)]
-    pub credentials_sealing_key: Option<String>,
-    /// File with the sealing private key.
-    #[arg(long, env = "CALSYNC_CREDENTIALS_SEALING_KEY_FILE")]
-    pub credentials_sealing_key_file: Option<std::path::PathBuf>,
-}
-
-impl AuthArgs {
-    /// The credentials vault (keys from variables or files).
-    pub fn vault(&self) -> Result<crate::vault::Vault, ConfigError> {
-        let keys = config::secret_from(
-            "CALSYNC_CREDENTIALS_KEYS_FILE",
-            self.credentials_keys.clone(),
-            self.credentials_keys_file.as_deref(),
-        )?;
-        let keyring = match keys {
-            Some(k) => crate::vault::Keyring::parse(k.expose())?,
-            None => None,
-        };
-        let sealing = config::secret_from(
-            "CALSYNC_CREDENTIALS_SEALING_KEY_FILE",
-            self.credentials_sealing_key.clone(),
-            self.credentials_sealing_key_file.as_deref(),
-        )?;
-        Ok(crate::vault::Vault::new(keyring, sealing))
-    }
-
-    /// The authentication settings, validated.
-    pub fn into_auth(self, school_time_zone: chrono_tz::Tz) -> Result<GoogleAuth, ConfigError> {
-        let delegate = match self.google_auth_mode {
-            AuthModeArg::Oauth => {
-                return Ok(GoogleAuth::Oauth {
-                    vault: self.vault()?,
-                });
-            }
-            AuthModeArg::ServiceAccount => false,
-            AuthModeArg::Delegated => true,
-        };
-        let mode = if delegate {
-            "delegated"
-        } else {
-            "service-account"
-        };
-        let json = config::secret_from(
-            "CALSYNC_GOOGLE_SERVICE_ACCOUNT_KEY_FILE",
-            self.google_service_account_key,
-            self.google_service_account_key_file.as_deref(),
-        )?
-        .ok_or(ConfigError::NoServiceAccountKey(mode))?;
-        let key = crate::google::ServiceAccountKey::from_json(json.expose())?;
-        let share_role = match self.calendar_share_role {
-            ShareRoleArg::FreeBusyReader => crate::backend::AccessRole::FreeBusyReader,
-            ShareRoleArg::Reader => crate::backend::AccessRole::Reader,
-            ShareRoleArg::Writer => crate::backend::AccessRole::Writer,
-        };
-        Ok(GoogleAuth::ServiceAccount {
-            key,
-            delegate,
-            provisioning: crate::provision::ProvisionSettings {
-                summary: self.calendar_summary,
-                time_zone: self
-                    .calendar_time_zone
-                    .unwrap_or(school_time_zone)
-                    .name()
-                    .to_string(),
-                share_role,
-                notify: self.calendar_share_notify,
-            },
-        })
-    }
-}
-
 /// `calsync worker`.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -358,7 +234,7 @@ pub enum CredentialsCommand {
         #[arg(long, default_value_t = 500)]
         batch_size: i64,
         #[command(flatten)]
-        auth: AuthArgs,
+        keys: CredentialsKeyArgs,
     },
     /// How stored refresh tokens are protected, and the registered sealing keys.
     Status,
@@ -417,6 +293,12 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Checked when set (as for the workers): is the key readable?
+    #[command(flatten)]
+    pub service_account: ServiceAccountKeyArgs,
+    /// Checked when set (as for the workers): do they open every stored token?
+    #[command(flatten)]
+    pub credentials: CredentialsKeyArgs,
 }
 
 /// Dashboard authentication.
@@ -701,10 +583,18 @@ impl WorkerArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::GoogleAuth;
+
+    /// A test key for `--credentials-keys` (32 bytes of 0x01).
+    const KEYS: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 
     fn worker(args: &[&str]) -> Result<WorkerConfig, ConfigError> {
-        let mut argv = vec!["calsync", "worker"];
+        let mut argv = vec!["calsync", "worker", "--credentials-keys", KEYS];
         argv.extend_from_slice(args);
+        worker_exactly(&argv)
+    }
+
+    fn worker_exactly(argv: &[&str]) -> Result<WorkerConfig, ConfigError> {
         let cli = Cli::try_parse_from(argv).expect("parses");
         let Command::Worker(w) = cli.command else {
             panic!("not a worker command")
@@ -773,5 +663,59 @@ mod tests {
                 .api_token
                 .is_some()
         );
+    }
+
+    #[test]
+    fn oauth_mode_refuses_to_store_tokens_unencrypted_unless_told_to() {
+        let err = worker_exactly(&["calsync", "worker"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no credentials key is configured")
+                && err.contains("CALSYNC_CREDENTIALS_KEYS=")
+                && err.contains("CALSYNC_CREDENTIALS_ALLOW_PLAINTEXT=true"),
+            "{err}"
+        );
+        let c = worker_exactly(&["calsync", "worker", "--credentials-allow-plaintext"]).unwrap();
+        assert!(matches!(&c.sync.auth, GoogleAuth::Oauth { vault } if !vault.encrypts()));
+        let c = worker(&[]).unwrap();
+        assert!(
+            matches!(&c.sync.auth, GoogleAuth::Oauth { vault } if vault.active_key_id() == Some("k1"))
+        );
+        // A malformed key is named by its id, never echoed.
+        let err = worker_exactly(&["calsync", "worker", "--credentials-keys", "k9:not-base64!"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"k9\"") && err.contains("KEY_ID:BASE64"),
+            "{err}"
+        );
+        assert!(!err.contains("not-base64"), "{err}");
+    }
+
+    #[test]
+    fn the_service_account_modes_need_a_readable_key_and_no_credentials_keys() {
+        for mode in ["service-account", "delegated"] {
+            let err = worker_exactly(&["calsync", "worker", "--google-auth-mode", mode])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!(
+                    "CALSYNC_GOOGLE_AUTH_MODE={mode} needs a service-account key"
+                )),
+                "{err}"
+            );
+        }
+        let err = worker_exactly(&[
+            "calsync",
+            "worker",
+            "--google-auth-mode",
+            "service-account",
+            "--google-service-account-key-file",
+            "/nonexistent/key.json",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/key.json"), "{err}");
     }
 }

@@ -15,8 +15,7 @@ use sqlx::PgPool;
 
 use crate::{
     cli::{
-        CleanupArgs, Cli, Command, CredentialsArgs, CredentialsCommand, NightlyArgs, StatusArgs,
-        SyncUserArgs,
+        CleanupArgs, Cli, Command, CredentialsArgs, CredentialsCommand, NightlyArgs, SyncUserArgs,
     },
     config::{DashboardSettings, DatabaseConfig, DatabaseUrl, SyncSettings, WorkerConfig},
     database::{connect, connect_migrated},
@@ -46,7 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status(args) => status(url?, args).await,
+        Command::Status(args) => crate::status::run(cli_pool(url?).await?, args).await,
         Command::Prune(args) => {
             let pool = cli_pool(url?).await?;
             let n = queue::prune_finished_jobs(&pool, args.older_than_days, "cli").await?;
@@ -81,6 +80,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// An error with its causes, each said once: `outer: cause: root`, skipping a cause whose
+/// text an outer message already includes (error types that show their source in their
+/// own message would otherwise print it twice).
+pub fn describe_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// A one-shot command's pool (two connections at most) on a migrated database.
 async fn cli_pool(url: DatabaseUrl) -> anyhow::Result<PgPool> {
     Ok(connect_migrated(&DatabaseConfig::cli(url)).await?)
@@ -106,18 +123,22 @@ async fn worker(config: WorkerConfig) -> anyhow::Result<ExitCode> {
 }
 
 async fn credentials(url: DatabaseUrl, args: CredentialsArgs) -> anyhow::Result<ExitCode> {
-    let pool = cli_pool(url).await?;
     match args.command {
         CredentialsCommand::AddSealingKey { public_key_file } => {
             let key = std::fs::read_to_string(&public_key_file)
                 .with_context(|| format!("reading {}", public_key_file.display()))?;
+            let pool = cli_pool(url).await?;
             let id = credentials::add_sealing_key(&pool, &key, "cli").await?;
             println!(
                 "sealing key {id} registered: new tokens written to google_credentials are sealed with it"
             );
         }
-        CredentialsCommand::RotateKey { batch_size, auth } => {
-            let vault = auth.vault()?;
+        CredentialsCommand::RotateKey { batch_size, keys } => {
+            let vault = keys.vault()?;
+            if !vault.encrypts() {
+                return Err(crate::rotation::RotationError::NoKeys.into());
+            }
+            let pool = cli_pool(url).await?;
             let r = crate::rotation::rotate(&pool, &vault, batch_size.max(1)).await?;
             println!(
                 "re-encrypted {} credentials under key {}{}",
@@ -133,15 +154,22 @@ async fn credentials(url: DatabaseUrl, args: CredentialsArgs) -> anyhow::Result<
                 }
             );
             if !r.unreadable.is_empty() {
-                println!(
-                    "{} rows could not be decrypted with the configured keys (users {:?}); they are left as they are",
+                let reasons: Vec<String> = r
+                    .unreadable_by_reason()
+                    .into_iter()
+                    .map(|(reason, users)| format!("{reason} (users {users:?})"))
+                    .collect();
+                bail!(
+                    "{} stored credentials could not be decrypted with the configured keys and were left as they are: {}; \
+                     add the missing key to CALSYNC_CREDENTIALS_KEYS (or CALSYNC_CREDENTIALS_SEALING_KEY_FILE) and run rotate-key again, \
+                     or let those students sign in again",
                     r.unreadable.len(),
-                    r.unreadable
+                    reasons.join("; ")
                 );
-                return Ok(ExitCode::FAILURE);
             }
         }
         CredentialsCommand::Status => {
+            let pool = cli_pool(url).await?;
             let c = credentials::envelope_counts(&pool).await?;
             println!("refresh tokens encrypted by calsync: {}", c.encrypted);
             println!("sealed by the database, not yet re-encrypted: {}", c.sealed);
@@ -167,8 +195,8 @@ async fn credentials(url: DatabaseUrl, args: CredentialsArgs) -> anyhow::Result<
 }
 
 async fn cleanup(url: DatabaseUrl, args: CleanupArgs) -> anyhow::Result<ExitCode> {
-    let pool = cli_pool(url).await?;
     let settings = args.google.into_settings()?;
+    let pool = cli_pool(url).await?;
     let engine = crate::build_engine(&pool, &settings)?;
     let cleaner = crate::cleanup::Cleaner::new(pool, engine.backend(), crate::sweep_as(&settings));
     if args.dry_run {
@@ -303,124 +331,20 @@ async fn sync_user_dry_run(pool: &PgPool, args: SyncUserArgs) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(url: DatabaseUrl, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let pool = cli_pool(url).await?;
-    let users = users::counts(&pool).await?;
-    let stuck = users::flagged_not_due(&pool).await?;
-    let jobs = queue::job_counts(&pool).await?;
-    let runs = queue::recent_nightly_runs(&pool, 1).await?;
-    if args.json {
-        let jobs: Vec<_> = jobs
-            .iter()
-            .map(|(q, s, n)| serde_json::json!({"queue": q, "state": s, "count": n}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "users": users,
-                "flagged_not_due": stuck,
-                "jobs": jobs,
-                "last_run": runs.first()
-            }))?
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("users:            {}", users.users);
-    println!("  with calendar:  {}", users.with_calendar);
-    println!("  flagged:        {}", users.flagged);
-    println!("  never synced:   {}", users.never_synced);
-    println!("  due:            {}", users.due);
-    println!("  needs re-auth:  {}", users.needs_reauth);
-    println!("  calendar gone:  {}", users.calendar_missing);
-    println!("  failing:        {}", users.failing);
-    for line in explain_flagged_not_due(&stuck) {
-        println!("{line}");
-    }
-    println!("jobs:");
-    if jobs.is_empty() {
-        println!("  (none)");
-    }
-    for (q, s, n) in &jobs {
-        println!("  {q:<16} {:<9} {n}", s.as_str());
-    }
-    if let Some(run) = runs.first() {
-        println!(
-            "last nightly run {} ({}, {}): {} due, {} enqueued, {} succeeded, {} failed{}",
-            run.id,
-            run.trigger,
-            run.scheduled_for,
-            run.users_due,
-            run.enqueued,
-            run.succeeded,
-            run.failed,
-            if run.finished_at.is_some() {
-                ", finished"
-            } else {
-                ", in progress"
-            }
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Why flagged users are not synced, each with what helps.
-fn explain_flagged_not_due(s: &users::FlaggedNotDue) -> Vec<String> {
-    let mut lines = Vec::new();
-    if s.no_calendar + s.needs_reauth + s.calendar_missing + s.failing == 0 {
-        return lines;
-    }
-    lines.push("flagged but not synced by the nightly pass:".to_string());
-    if s.needs_reauth > 0 {
-        lines.push(format!(
-            "  {} need to sign in to Google again (their refresh token was refused); they are skipped until new credentials arrive. Dashboard: /users?status=needs_reauth",
-            s.needs_reauth
-        ));
-    }
-    if s.calendar_missing > 0 {
-        lines.push(format!(
-            "  {} deleted their course calendar in Google; they are skipped until users.google_course_calendar_id changes. Dashboard: /users?status=calendar_missing",
-            s.calendar_missing
-        ));
-    }
-    if s.no_calendar > 0 {
-        lines.push(format!(
-            "  {} have no google_course_calendar_id, so there is nothing to sync to",
-            s.no_calendar
-        ));
-    }
-    if s.failing > 0 {
-        lines.push(format!(
-            "  {} failed on every retry last time (still due: each pass tries again). Dashboard: /users?status=failing; the error: `calsync sync-user ID --wait`",
-            s.failing
-        ));
-    }
-    lines
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Shows(#[source] std::io::Error);
+
     #[test]
-    fn flagged_users_that_are_not_due_are_explained_with_a_way_out() {
-        assert!(explain_flagged_not_due(&users::FlaggedNotDue::default()).is_empty());
-        let lines = explain_flagged_not_due(&users::FlaggedNotDue {
-            no_calendar: 1,
-            needs_reauth: 2,
-            calendar_missing: 3,
-            failing: 4,
-        })
-        .join("\n");
-        assert!(
-            lines.contains("2 need to sign in to Google again"),
-            "{lines}"
-        );
-        assert!(lines.contains("/users?status=needs_reauth"), "{lines}");
-        assert!(lines.contains("3 deleted their course calendar"), "{lines}");
-        assert!(
-            lines.contains("1 have no google_course_calendar_id"),
-            "{lines}"
-        );
-        assert!(lines.contains("4 failed on every retry"), "{lines}");
+    fn errors_are_described_with_each_cause_once() {
+        let io = || std::io::Error::other("connection refused");
+        let e = anyhow::Error::new(Shows(io())).context("could not connect");
+        assert_eq!(describe_error(&e), "could not connect: connection refused");
+        let e = anyhow::Error::new(io()).context("reading key.json");
+        assert_eq!(describe_error(&e), "reading key.json: connection refused");
     }
 }

@@ -62,6 +62,15 @@ pub async fn run(url: DatabaseUrl, args: DemoArgs) -> anyhow::Result<ExitCode> {
         format!("--dashboard-listen={}", args.dashboard_listen),
         format!("--dashboard-admin-token={admin_token}"),
     ];
+    if !service_account {
+        // Per-user mode stores the students' tokens encrypted, as in production.
+        use base64::Engine;
+        let key: [u8; 32] = rand::random();
+        argv.push(format!(
+            "--credentials-keys=demo:{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        ));
+    }
     if service_account {
         fake.register_test_service_account();
         argv.push("--google-auth-mode=service-account".into());
@@ -233,7 +242,7 @@ async fn seed(
     });
     seed.refresh_tokens(|id| format!("demo-refresh-{id}"));
     let mut tx = pool.begin().await?;
-    sqlx::query("TRUNCATE final_exams, academic_calendar_events, enrollments, meeting_times, courses, rooms, google_credentials, users, calsync.nightly_runs, calsync.owned_calendars, calsync.calendar_cleanup RESTART IDENTITY")
+    sqlx::query("TRUNCATE calendar_preferences, final_exams, academic_calendar_events, enrollments, meeting_times, courses, rooms, google_credentials, users, calsync.nightly_runs, calsync.owned_calendars, calsync.calendar_cleanup RESTART IDENTITY")
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'sync-calendar'")

@@ -11,6 +11,7 @@
 //! compiled only with the default feature `dev-tools`; production builds leave it out
 //! (`cargo build --release --no-default-features -p calsync-worker`).
 
+pub mod auth_status;
 pub mod backend;
 #[cfg(feature = "dev-tools")]
 pub mod bench;
@@ -31,6 +32,7 @@ pub mod preferences_cli;
 pub mod provision;
 pub mod rotation;
 pub mod runtime;
+pub mod status;
 pub mod sync;
 pub mod telemetry;
 pub mod vault;
@@ -109,8 +111,9 @@ pub fn sweep_as(settings: &config::SyncSettings) -> Option<String> {
 }
 
 /// Tell the database which calendar mode this process runs in (SQL's due condition and
-/// `calsync.enqueue_sync` depend on it), and warn when per-user credentials would be
-/// stored without encryption keys.
+/// `calsync.enqueue_sync` depend on it), and, in per-user OAuth mode, log what its keys
+/// cannot open or protect ([`auth_status::log_oauth_findings`]: no keys, tokens under a
+/// key it lacks, a missing or old sealing key, plain rows left).
 pub async fn announce_calendar_mode(
     pool: &PgPool,
     settings: &config::SyncSettings,
@@ -125,13 +128,8 @@ pub async fn announce_calendar_mode(
             "calendar mode changed; users due and enqueue rules follow the new mode"
         );
     }
-    if let config::GoogleAuth::Oauth { vault } = &settings.auth
-        && !vault.encrypts()
-    {
-        tracing::warn!(
-            "CALSYNC_CREDENTIALS_KEYS is not set: Google access tokens are cached unencrypted and \
-             stored refresh tokens are not re-encrypted (see docs/operations.md, \"Credentials at rest\")"
-        );
+    if let config::GoogleAuth::Oauth { vault } = &settings.auth {
+        auth_status::log_oauth_findings(pool, vault).await;
     }
     Ok(())
 }

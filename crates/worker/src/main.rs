@@ -24,8 +24,9 @@ async fn main() -> std::process::ExitCode {
 
 /// The error, once: a JSON log line for log shippers, else a plain line on stderr.
 fn report(logging: &LoggingConfig, e: &anyhow::Error) {
+    let error = calsync_worker::commands::describe_error(e);
     match logging.format {
-        LogFormat::Json => tracing::error!(error = format!("{e:#}"), "calsync failed"),
-        LogFormat::Pretty => eprintln!("error: {e:#}"),
+        LogFormat::Json => tracing::error!(error, "calsync failed"),
+        LogFormat::Pretty => eprintln!("error: {error}"),
     }
 }

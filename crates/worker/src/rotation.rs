@@ -19,7 +19,26 @@ pub struct RotationReport {
     pub changed_meanwhile: u64,
     /// Rows whose refresh token no configured key opens (left as they are; their users
     /// get `needs_reauth` with the reason at their next sync).
-    pub unreadable: Vec<i64>,
+    pub unreadable: Vec<UnreadableRow>,
+}
+
+/// A row rotation could not open.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UnreadableRow {
+    pub user_id: i64,
+    /// Why (never the value): e.g. encrypted with a key this process does not have.
+    pub reason: String,
+}
+
+impl RotationReport {
+    /// The distinct reasons rows could not be opened, each with its users.
+    pub fn unreadable_by_reason(&self) -> Vec<(String, Vec<i64>)> {
+        let mut by: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+        for r in &self.unreadable {
+            by.entry(&r.reason).or_default().push(r.user_id);
+        }
+        by.into_iter().map(|(r, u)| (r.to_string(), u)).collect()
+    }
 }
 
 /// Why a rotation could not run.
@@ -57,8 +76,8 @@ pub async fn rotate(
                 after = 0;
                 continue;
             }
-            report.unreadable.sort_unstable();
-            report.unreadable.dedup();
+            report.unreadable.sort_by_key(|r| r.user_id);
+            report.unreadable.dedup_by_key(|r| r.user_id);
             return Ok(report);
         };
         after = last.user_id;
@@ -71,7 +90,10 @@ pub async fn rotate(
                 Ok(o) => o.secret,
                 Err(e) if e.is_unreadable() => {
                     tracing::warn!(user_id, error = %e, "stored refresh token cannot be decrypted; left as it is");
-                    report.unreadable.push(user_id);
+                    report.unreadable.push(UnreadableRow {
+                        user_id,
+                        reason: e.to_string(),
+                    });
                     continue;
                 }
                 Err(e) => return Err(RotationError::Database(into_domain(e))),

@@ -12,7 +12,9 @@
 //! Anything but an `aead` envelope under the active key is re-encrypted when the worker
 //! next uses it ([`Opened::stale`]), and by `calsync credentials rotate-key`. Without
 //! configured keys the vault runs in legacy mode: it opens `plain` envelopes and writes
-//! access tokens as `plain` envelopes (the worker warns at startup).
+//! access tokens as `plain` envelopes — which the per-user mode allows only when told to
+//! (`CALSYNC_CREDENTIALS_ALLOW_PLAINTEXT`, `config::GoogleAuth::oauth`; the worker then
+//! warns at startup).
 
 use std::{collections::BTreeMap, fmt};
 
@@ -52,6 +54,10 @@ pub enum KeyringError {
         "credentials key {0:?} is malformed: expected KEY_ID:BASE64 (32 random bytes, e.g. `openssl rand -base64 32`), comma- or newline-separated"
     )]
     Malformed(String),
+    #[error(
+        "a credentials key has no key id: expected KEY_ID:BASE64 (32 random bytes, e.g. `k1:$(openssl rand -base64 32)`), comma- or newline-separated"
+    )]
+    MissingKeyId,
     #[error("credentials key {kid:?} must be 32 bytes (AES-256), got {len}")]
     WrongLength { kid: String, len: usize },
     #[error("credentials key id {0:?} appears twice")]
@@ -86,9 +92,8 @@ impl Keyring {
             .map(str::trim)
             .filter(|s| !s.is_empty() && !s.starts_with('#'))
         {
-            let (kid, b64) = item
-                .split_once(':')
-                .ok_or_else(|| KeyringError::Malformed(redacted(item)))?;
+            // An item without `KEY_ID:` may be the key itself: never echo any of it.
+            let (kid, b64) = item.split_once(':').ok_or(KeyringError::MissingKeyId)?;
             let kid = kid.trim();
             if kid.is_empty()
                 || !kid
@@ -120,16 +125,6 @@ impl Keyring {
     pub fn active_key_id(&self) -> &str {
         &self.active
     }
-}
-
-/// Never show more than the key id of a malformed key item.
-fn redacted(item: &str) -> String {
-    item.split(':')
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(20)
-        .collect()
 }
 
 /// Why a stored value could not be opened.
@@ -235,6 +230,28 @@ impl Vault {
     /// The active key id, when keys are configured.
     pub fn active_key_id(&self) -> Option<&str> {
         self.keyring.as_ref().map(Keyring::active_key_id)
+    }
+
+    /// The configured credentials key ids, the active one first.
+    pub fn key_ids(&self) -> Vec<String> {
+        let Some(ring) = &self.keyring else {
+            return Vec::new();
+        };
+        std::iter::once(ring.active.clone())
+            .chain(ring.keys.keys().filter(|k| **k != ring.active).cloned())
+            .collect()
+    }
+
+    /// Whether the key `key_id` is configured.
+    pub fn has_key(&self, key_id: &str) -> bool {
+        self.keyring
+            .as_ref()
+            .is_some_and(|r| r.keys.contains_key(key_id))
+    }
+
+    /// The sealing private key, when configured.
+    pub fn sealing_key(&self) -> Option<&Secret> {
+        self.sealing_key.as_ref()
     }
 
     /// The token reference of an envelope (`""` for access tokens and legacy values).
@@ -359,10 +376,14 @@ mod tests {
                 len: 16
             }
         );
-        let err = Keyring::parse("secretmaterialwithoutcolon")
+        let err = Keyring::parse(&format!("k1:{a},{b}"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("KEY_ID:BASE64"), "{err}");
+        assert!(
+            !err.contains(&b[..8]),
+            "a key without id is never echoed: {err}"
+        );
         assert!(matches!(
             Keyring::parse(&format!("k:{a},k:{b}")),
             Err(KeyringError::Duplicate(_))

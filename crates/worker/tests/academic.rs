@@ -4,7 +4,7 @@
 //! inserted, updated, restored and deleted like class events, with zero writes for
 //! students a change does not touch.
 
-mod common;
+mod support;
 
 use calsync_fake_google::FakeGoogle;
 use calsync_seed::{CourseSpec, MeetingSpec, RoomSpec, Seed, StudentSpec, hm, ymd};
@@ -15,7 +15,7 @@ use sqlx::PgPool;
 
 /// The sync engine against `fake`, in America/New_York.
 fn engine(pool: &PgPool, fake: &FakeGoogle) -> SyncEngine {
-    common::engine(fake, pool)
+    support::oauth_engine(fake, pool)
 }
 
 /// Fall 2026 (Mon 2026-08-31 .. Fri 2026-12-11):

@@ -280,3 +280,87 @@ async fn a_row_no_key_opens_marks_only_that_user_needs_reauth(pool: PgPool) {
     assert!(u.last_sync_error.unwrap().contains("cannot be decrypted"));
     assert!(matches!(run(ids[1], 1).await, Outcome::Done(_)));
 }
+
+#[sqlx::test(migrations = false)]
+async fn the_credentials_state_names_missing_wrong_and_old_keys(pool: PgPool) {
+    use calsync_worker::auth_status::{self, Level};
+    let course = course(&pool).await;
+    let warnings = |s: &auth_status::OauthStatus| -> Vec<String> {
+        s.findings
+            .iter()
+            .filter(|f| f.level == Level::Warning)
+            .map(|f| f.message.clone())
+            .collect()
+    };
+    // Nothing registered, a legacy plain token: both are warnings.
+    let user = student(&pool, course, "s0@uni.edu", Some("c0")).await;
+    credentials::upsert_refresh_token(&pool, user, "1//legacy")
+        .await
+        .unwrap();
+    let s = auth_status::oauth(&pool, Some(&vault(&key("k1", 1))))
+        .await
+        .unwrap();
+    let w = warnings(&s).join("\n");
+    assert!(w.contains("no sealing key is registered"), "{w}");
+    assert!(
+        w.contains("1 refresh tokens are stored in plain text"),
+        "{w}"
+    );
+    assert_eq!(s.refresh_tokens.plain, 1);
+
+    // A registered sealing key: the right private key opens it, a wrong one does not,
+    // no private key at all is said too.
+    credentials::add_sealing_key(&pool, SEALING_PUBLIC_KEY, "test")
+        .await
+        .unwrap();
+    let s = auth_status::oauth(&pool, Some(&vault(&key("k1", 1))))
+        .await
+        .unwrap();
+    let w = warnings(&s).join("\n");
+    assert!(
+        !w.contains("sealing key is registered") && !w.contains("sealing private key"),
+        "{w}"
+    );
+    let wrong = calsync_worker::vault::Vault::new(
+        calsync_worker::vault::Keyring::parse(&key("k1", 1)).unwrap(),
+        Some(credentials::Secret::new(
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nnot a key\n-----END PGP PRIVATE KEY BLOCK-----\n",
+        )),
+    );
+    let w = warnings(&auth_status::oauth(&pool, Some(&wrong)).await.unwrap()).join("\n");
+    assert!(
+        w.contains("does not open the newest registered sealing key"),
+        "{w}"
+    );
+    let unsealed = calsync_worker::vault::Vault::new(
+        calsync_worker::vault::Keyring::parse(&key("k1", 1)).unwrap(),
+        None,
+    );
+    let w = warnings(&auth_status::oauth(&pool, Some(&unsealed)).await.unwrap()).join("\n");
+    assert!(w.contains("has no sealing private key"), "{w}");
+
+    // Tokens under an old key: a note while it is configured, a warning once it is not.
+    let r = rotation::rotate(&pool, &vault(&key("k1", 1)), 10)
+        .await
+        .unwrap();
+    assert_eq!(r.reencrypted, 1);
+    let both = vault(&format!("{},{}", key("k2", 2), key("k1", 1)));
+    let s = auth_status::oauth(&pool, Some(&both)).await.unwrap();
+    assert!(
+        s.findings.iter().any(|f| f.level == Level::Note
+            && f.message
+                .contains("still encrypted with the old key \"k1\"")),
+        "{:?}",
+        s.findings
+    );
+    let w = warnings(
+        &auth_status::oauth(&pool, Some(&vault(&key("k2", 2))))
+            .await
+            .unwrap(),
+    )
+    .join("\n");
+    assert!(
+        w.contains("1 refresh tokens are encrypted with key \"k1\", which is not configured here"),
+        "{w}"
+    );
+}

@@ -3,7 +3,7 @@
 //! field by field, makes no Google write and changes nothing in the database, and draws
 //! its calls from the same quota as the sync.
 
-mod common;
+mod support;
 
 use calsync_domain::dry_run::{CalendarCheck, ChangeAction};
 use calsync_fake_google::FakeGoogle;
@@ -84,7 +84,7 @@ async fn a_dry_run_predicts_the_next_sync_and_writes_nothing(pool: PgPool) {
     let user = student(&pool, &fake, Some(cal)).await;
     let (calc, calc_mt) = course(&pool, user, "Calc 1", &[1]).await;
     let (physics, physics_mt) = course(&pool, user, "Physics", &[3, 5]).await;
-    let engine = common::engine(&fake, &pool);
+    let engine = support::oauth_engine(&fake, &pool);
     let first = engine.sync_user(user).await.unwrap();
     assert_eq!(first.inserted, 3);
 
@@ -204,7 +204,7 @@ async fn a_missing_calendar_or_none_is_reported_without_a_write(pool: PgPool) {
         &format!("UPDATE users SET google_course_calendar_id = 'c_gone@group.calendar.google.com' WHERE id = {user}"),
     )
     .await;
-    let engine = common::engine(&fake, &pool);
+    let engine = support::oauth_engine(&fake, &pool);
     let report = engine.dry_run(user).await.unwrap();
     assert_eq!(
         report.calendar,

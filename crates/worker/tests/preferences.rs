@@ -4,7 +4,7 @@
 //! events whose rendering changed (none when it renders the same); a template that
 //! fails — even a hostile one stored with plain SQL — never fails the sync.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 
@@ -36,7 +36,7 @@ struct World {
 async fn world(pool: PgPool) -> World {
     calsync_domain::migrate(&pool).await.unwrap();
     let fake = FakeGoogle::start().await.unwrap();
-    let engine = common::engine(&fake, &pool);
+    let engine = support::oauth_engine(&fake, &pool);
 
     let mut s = Seed::new();
     let smith = s.add_room(RoomSpec::new("Smith", "101"));

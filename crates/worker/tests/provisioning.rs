@@ -375,3 +375,35 @@ async fn a_dry_run_for_a_student_without_a_calendar_creates_nothing(pool: PgPool
             .is_empty()
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_cached_token_is_reused_until_five_minutes_before_it_expires(pool: PgPool) {
+    let course = course(&pool).await;
+    let a = student(&pool, course, "a@uni.edu", None).await;
+    let b = student(&pool, course, "b@uni.edu", None).await;
+    let fake = FakeGoogle::start().await.unwrap();
+    let settings = service_account(&fake, false);
+    let hour = engine(&pool, &settings).await;
+    // An hour-long token serves every sync of the process.
+    hour.sync_user(a).await.unwrap();
+    hour.sync_user(b).await.unwrap();
+    assert_eq!(fake.count_calls("token"), 1);
+    // A token with less than five minutes left is replaced before it is used: Google
+    // never sees a token expire in the middle of a sync.
+    fake.set_token_lifetime(Duration::from_secs(290));
+    let fresh = engine(&pool, &settings).await;
+    fake.reset_calls();
+    fresh.sync_user(a).await.unwrap();
+    let first = fake.count_calls("token");
+    fresh.sync_user(b).await.unwrap();
+    assert_eq!(first, 1);
+    assert_eq!(
+        fake.count_calls("token"),
+        2,
+        "the 290 s token was refreshed before its last five minutes"
+    );
+    assert!(
+        fake.calls().iter().all(|c| c.status != 401),
+        "no call was made with an expired token"
+    );
+}

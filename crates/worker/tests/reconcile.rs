@@ -2,10 +2,10 @@
 //! real google-calendar3 client: event bodies, idempotency, restores, paging, and every
 //! error class.
 
-mod common;
+mod support;
 
-use common::backend;
 use std::time::Duration;
+use support::backend;
 
 use calsync_fake_google::{FakeGoogle, FaultRule};
 use calsync_worker::{

@@ -101,7 +101,9 @@ impl UserRefreshTokens {
         match (status, error) {
             (_, "invalid_grant") => {
                 record(method::TOKEN, "client_error", started);
-                Err(GoogleError::NeedsReauth { detail })
+                Err(GoogleError::NeedsReauth {
+                    detail: format!("Google refused the refresh token ({detail})"),
+                })
             }
             (429, _) => {
                 record(method::TOKEN, "rate_limited", started);
@@ -173,7 +175,7 @@ impl TokenSource for UserRefreshTokens {
             })?;
         if creds.revoked {
             return Err(GoogleError::NeedsReauth {
-                detail: "refresh token previously refused".into(),
+                detail: "Google refused the refresh token before (it is marked revoked)".into(),
             });
         }
         let unreadable = |e: VaultError| match e {

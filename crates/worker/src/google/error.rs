@@ -20,7 +20,7 @@ pub enum GoogleError {
         rate_limited: bool,
     },
     /// The refresh token was refused (`invalid_grant`) or revoked: the student must sign in again.
-    #[error("Google refused the user's refresh token ({detail}): the student must re-authenticate")]
+    #[error("{detail}: the student must sign in to Google again")]
     NeedsReauth { detail: String },
     /// The course calendar does not exist (deleted by the student).
     #[error("calendar {calendar_id:?} not found in Google (deleted by the student?)")]

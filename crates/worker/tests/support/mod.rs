@@ -1,9 +1,12 @@
-//! Shared set-up of the provisioning, credentials and cleanup tests: one course with two
-//! weekly meetings, students enrolled in it, and engines built like `calsync worker`
-//! builds them (`calsync_worker::build_engine`) against the fake Google.
+//! What the worker's integration tests share: the Google backend and sync engines
+//! pointed at a fake Google through the real google-calendar3 client — built like
+//! `calsync worker` builds them (`calsync_worker::build_engine`) for the per-user and
+//! service-account modes —, the credentials test keys, and one course with two weekly
+//! meetings with students enrolled in it. The one place that builds engines (adapt
+//! here when their constructors change).
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use base64::Engine;
 use calsync_domain::credentials::Secret;
@@ -11,7 +14,7 @@ use calsync_fake_google::FakeGoogle;
 use calsync_worker::{
     backend::AccessRole,
     config::{GoogleAuth, GoogleSettings, SyncSettings},
-    google::{QuotaLimits, ServiceAccountKey},
+    google::{GoogleBackend, GoogleConfig, QuotaLimits, ServiceAccountKey},
     provision::ProvisionSettings,
     sync::SyncEngine,
     vault::{Keyring, Vault},
@@ -21,6 +24,37 @@ use sqlx::PgPool;
 pub const SEALING_PUBLIC_KEY: &str = include_str!("../data/test-sealing-key.pub.asc");
 pub const SEALING_PRIVATE_KEY: &str = include_str!("../data/test-sealing-key.sec.asc");
 
+/// The Google backend against `fake` in per-user OAuth mode without credentials keys
+/// (legacy plain storage), with a quota high enough never to wait.
+pub fn backend(fake: &FakeGoogle, pool: &PgPool) -> Arc<GoogleBackend> {
+    let g = google(fake);
+    Arc::new(
+        GoogleBackend::new(
+            GoogleConfig {
+                api_base_url: g.api_base_url,
+                api_root_url: g.api_root_url,
+                token_url: g.token_url,
+                client_id: g.client_id,
+                client_secret: g.client_secret,
+                quota: g.quota,
+                request_timeout: g.request_timeout,
+            },
+            pool.clone(),
+        )
+        .unwrap(),
+    )
+}
+
+/// The sync engine of [`backend`], writing events in America/New_York.
+pub fn oauth_engine(fake: &FakeGoogle, pool: &PgPool) -> SyncEngine {
+    SyncEngine::new(
+        pool.clone(),
+        backend(fake, pool),
+        chrono_tz::America::New_York,
+    )
+}
+
+/// The Google client settings against `fake`, with a quota high enough never to wait.
 pub fn google(fake: &FakeGoogle) -> GoogleSettings {
     GoogleSettings {
         api_base_url: fake.base_url(),
