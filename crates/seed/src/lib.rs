@@ -32,6 +32,7 @@ use chrono::{NaiveDate, NaiveTime};
 use sqlx::{PgConnection, PgPool};
 
 pub mod presets;
+pub mod reset;
 mod specs;
 
 pub use specs::{AcademicSpec, CourseSpec, ExamSpec, MeetingSpec, RoomSpec, StudentSpec};

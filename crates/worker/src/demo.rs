@@ -8,7 +8,7 @@ use calsync_domain::queue::RunTrigger;
 use calsync_fake_google::FakeGoogle;
 use chrono::Utc;
 use clap::Parser;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::PgPool;
 
 use crate::{
     cli::{Cli, Command, DemoArgs, DemoAuthMode},
@@ -224,11 +224,7 @@ async fn seed(
     service_account: bool,
 ) -> anyhow::Result<()> {
     use calsync_seed::presets::{self, Term, fall_2026};
-    let foreign: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM users WHERE email NOT LIKE '%{DEMO_DOMAIN}'"
-    )))
-    .fetch_one(pool)
-    .await?;
+    let foreign = calsync_seed::reset::users_outside_domain(pool, DEMO_DOMAIN).await?;
     if foreign > 0 {
         bail!(
             "this database holds {foreign} non-demo users; run the demo against an empty database (unset DATABASE_URL to get a throwaway one)"
@@ -242,21 +238,11 @@ async fn seed(
     });
     seed.refresh_tokens(|id| format!("demo-refresh-{id}"));
     let mut tx = pool.begin().await?;
-    sqlx::query("TRUNCATE calendar_preferences, final_exams, academic_calendar_events, enrollments, meeting_times, courses, rooms, google_credentials, users, calsync.nightly_runs, calsync.owned_calendars, calsync.calendar_cleanup RESTART IDENTITY")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'sync-calendar'")
-        .execute(&mut *tx)
-        .await?;
+    calsync_seed::reset::clear_university(&mut tx).await?;
     let seeded = seed.insert(&mut tx).await?;
     if service_account {
         // Students have no calendar yet: the sync provisions one for each.
-        sqlx::query("DELETE FROM google_credentials")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE users SET google_course_calendar_id = NULL")
-            .execute(&mut *tx)
-            .await?;
+        calsync_seed::reset::forget_calendars(&mut tx).await?;
     }
     tx.commit().await?;
     for student in seeded.students.iter().filter(|_| !service_account) {
