@@ -394,6 +394,14 @@ pub struct SyncUserArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Priority class: interactive, api, nightly or maintenance. A waiting job of the
+    /// user is raised to it (never lowered).
+    #[arg(long, default_value = "interactive")]
+    pub class: String,
+    /// Also make the user's job due now if it waits on its retry backoff (not when it
+    /// waits on Google's quota).
+    #[arg(long)]
+    pub due_now: bool,
 }
 
 /// `calsync prune`.
