@@ -16,6 +16,8 @@
 --   per minute above the nightly class (a burst of that many, refilled continuously,
 --   `calsync.priority_budgets`); beyond that a request is accepted at the nightly class.
 --   So the nightly keeps everything the fast lane does not use, whatever the flood.
+-- * The fast lane: a worker named '…-fast-lane' is never handed a job at or below the
+--   nightly class (trigger calsync_jobs_01_fast_lane).
 -- * `calsync.enqueue_sync(user, reason, class, due_now)` replaces the two-argument
 --   function (same defaults for old callers, EXECUTE grants carried over).
 
@@ -42,6 +44,27 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         (SELECT name FROM calsync.priority_classes WHERE priority <= p_priority ORDER BY priority DESC LIMIT 1),
         (SELECT name FROM calsync.priority_classes ORDER BY priority LIMIT 1))
 $$;
+
+-- The fast lane: every worker process keeps one of its job slots for work above the
+-- nightly class, so "Sync now" starts as soon as it is fetched even while the nightly
+-- backlog fills every other slot. apalis' fetch (apalis.get_jobs) marks the job it picks
+-- Queued with the worker's name; for a worker whose name ends in '-fast-lane'
+-- (calsync_domain::priority::FAST_LANE_SUFFIX) this trigger skips a job at or below the
+-- nightly class, which then stays Pending for the other workers (the fetch returns
+-- nothing). It fires only on that transition, so other updates pay nothing.
+CREATE FUNCTION calsync.jobs_fast_lane() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(NEW.priority, 0) <= calsync.class_priority('nightly') THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- Fires after the orphan guard and before calsync_jobs_before_write (name order).
+CREATE TRIGGER calsync_jobs_01_fast_lane BEFORE UPDATE ON apalis.jobs
+    FOR EACH ROW
+    WHEN (NEW.status = 'Queued' AND OLD.status IN ('Pending', 'Failed') AND NEW.lock_by LIKE '%-fast-lane')
+    EXECUTE FUNCTION calsync.jobs_fast_lane();
 
 -- Fairness budget: syncs above the nightly class per caller per minute (NULL: no limit).
 ALTER TABLE calsync.queue_settings

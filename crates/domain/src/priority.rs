@@ -14,6 +14,12 @@ use sqlx::PgPool;
 
 use crate::{DomainError, queue};
 
+/// The suffix of a fast-lane worker's name: such a worker is never handed a job at or
+/// below the nightly class (the queue trigger `calsync.jobs_fast_lane` matches
+/// `'%' || FAST_LANE_SUFFIX`; a test checks that they agree). Every worker process runs
+/// one, as one of its `CALSYNC_CONCURRENCY` slots.
+pub const FAST_LANE_SUFFIX: &str = "-fast-lane";
+
 /// How urgently a sync should run. Higher classes are fetched first; within a class,
 /// the job due first runs first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -54,13 +54,11 @@ async fn set_budget(pool: &PgPool, per_minute: Option<i32>) {
 /// Take the job as a worker would, then fail the attempt: the queue trigger puts it on
 /// its retry backoff (run_at in the future).
 async fn fail_once(pool: &PgPool, id: &str) {
-    sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Running', lock_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .execute(pool)
-    .await
-    .unwrap();
+    sqlx::query("UPDATE apalis.jobs SET status = 'Running', lock_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = 1, last_result = '{\"Err\": \"x\"}' WHERE id = $1")
         .bind(id)
         .execute(pool)
@@ -71,11 +69,12 @@ async fn fail_once(pool: &PgPool, id: &str) {
 #[sqlx::test(migrations = false)]
 async fn rust_and_sql_agree_on_the_priority_classes(pool: PgPool) {
     seed(&pool).await;
-    let sql: Vec<(String, i32)> =
-        sqlx::query_as("SELECT name, priority FROM calsync.priority_classes ORDER BY priority DESC")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let sql: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT name, priority FROM calsync.priority_classes ORDER BY priority DESC",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     let rust: Vec<(String, i32)> = PriorityClass::ALL
         .iter()
         .map(|c| (c.as_str().to_string(), c.priority()))
@@ -214,7 +213,10 @@ async fn unknown_classes_are_refused_with_the_known_ones(pool: PgPool) {
         .unwrap_err();
     let db = err.as_database_error().expect("a database error");
     assert_eq!(db.code().as_deref(), Some("22023"));
-    assert!(db.message().contains("unknown priority class 'urgent'"), "{db}");
+    assert!(
+        db.message().contains("unknown priority class 'urgent'"),
+        "{db}"
+    );
     let hint: Option<String> = match &err {
         sqlx::Error::Database(e) => e
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
@@ -312,7 +314,12 @@ async fn due_now_moves_a_job_off_its_backoff_only_when_asked_and_never_off_googl
         due_now: true,
         ..req(u.carol, PriorityClass::Api)
     };
-    assert!(!priority::request_sync(&pool, &c, "ops").await.unwrap().made_due);
+    assert!(
+        !priority::request_sync(&pool, &c, "ops")
+            .await
+            .unwrap()
+            .made_due
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -411,7 +418,9 @@ async fn the_job_list_shows_and_filters_classes(pool: PgPool) {
     }
     let status = queue::job_status(
         &pool,
-        &queue::enqueue_sync(&pool, u.carol, "t", "ops").await.unwrap(),
+        &queue::enqueue_sync(&pool, u.carol, "t", "ops")
+            .await
+            .unwrap(),
     )
     .await
     .unwrap()
