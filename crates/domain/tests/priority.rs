@@ -427,3 +427,132 @@ async fn the_job_list_shows_and_filters_classes(pool: PgPool) {
     .unwrap();
     assert_eq!((status.priority, status.class.as_str()), (150, "api"));
 }
+
+#[sqlx::test(migrations = false)]
+async fn the_new_enqueue_sync_keeps_the_grants_of_the_old_one(pool: PgPool) {
+    // The schema as it was before this migration, with an operator's grants on the old
+    // two-argument function: EXECUTE taken from PUBLIC, given to one service's role.
+    const THIS: i64 = 20261126000100;
+    apalis_postgres::PostgresStorage::setup(&pool)
+        .await
+        .unwrap();
+    for m in calsync_domain::MIGRATOR.iter().filter(|m| m.version < THIS) {
+        sqlx::raw_sql(m.sql.clone()).execute(&pool).await.unwrap();
+    }
+    let role = format!("calsync_test_registrar_{:08x}", rand_u32());
+    let other = format!("{role}_other");
+    for sql in [
+        format!("CREATE ROLE {role}"),
+        format!("CREATE ROLE {other}"),
+        "REVOKE EXECUTE ON FUNCTION calsync.enqueue_sync(bigint, text) FROM PUBLIC".into(),
+        format!("GRANT EXECUTE ON FUNCTION calsync.enqueue_sync(bigint, text) TO {role}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let this = calsync_domain::MIGRATOR
+        .iter()
+        .find(|m| m.version == THIS)
+        .unwrap();
+    sqlx::raw_sql(this.sql.clone())
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let may = |who: &str, f: &str| {
+        sqlx::query_scalar::<_, bool>("SELECT has_function_privilege($1, $2, 'EXECUTE')")
+            .bind(who.to_string())
+            .bind(f.to_string())
+            .fetch_one(&pool)
+    };
+    for f in [
+        "calsync.enqueue_sync(bigint, text, text, boolean)",
+        "calsync.request_sync(bigint, text, text, boolean, text)",
+    ] {
+        assert!(may(&role, f).await.unwrap(), "{role} keeps EXECUTE on {f}");
+        assert!(
+            !may(&other, f).await.unwrap(),
+            "PUBLIC still has no EXECUTE on {f}"
+        );
+    }
+    let old: Option<String> =
+        sqlx::query_scalar("SELECT to_regprocedure('calsync.enqueue_sync(bigint, text)')::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        old, None,
+        "one signature: calls with one or two arguments are not ambiguous"
+    );
+    for sql in [
+        format!("DROP OWNED BY {role}, {other}"),
+        format!("DROP ROLE {role}"),
+        format!("DROP ROLE {other}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish() as u32
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_fast_lane_worker_is_never_handed_a_nightly_job(pool: PgPool) {
+    let u = seed(&pool).await;
+    let fast = format!("w1{}", priority::FAST_LANE_SUFFIX);
+    for w in ["w1", fast.as_str()] {
+        sqlx::query("INSERT INTO apalis.workers (id, worker_type, storage_name) VALUES ($1, 'sync-calendar', 'test')")
+            .bind(w)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    // apalis' own fetch, as a worker of that name runs it.
+    let fetch = |worker: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT id FROM apalis.get_jobs($1, 'sync-calendar', 1)",
+            )
+            .bind(worker)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let nightly = priority::request_sync(&pool, &req(u.alice, PriorityClass::Nightly), "t")
+        .await
+        .unwrap()
+        .job_id;
+    assert!(
+        fetch(fast.clone()).await.is_empty(),
+        "the fast lane leaves it"
+    );
+    assert_eq!(job(&pool, &nightly).await.0, "Pending");
+    let api = priority::request_sync(&pool, &req(u.bob, PriorityClass::Api), "t")
+        .await
+        .unwrap()
+        .job_id;
+    assert_eq!(fetch(fast.clone()).await, vec![api.clone()]);
+    let (status, lock_by): (String, Option<String>) =
+        sqlx::query_as("SELECT status, lock_by FROM apalis.jobs WHERE id = $1")
+            .bind(&api)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), lock_by.as_deref()),
+        ("Queued", Some(fast.as_str()))
+    );
+    // Any other worker takes the nightly job.
+    assert_eq!(fetch("w1".into()).await, vec![nightly]);
+}
