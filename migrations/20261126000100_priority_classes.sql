@@ -94,7 +94,8 @@ CREATE TABLE calsync.quota_waits (
 --   class      the job's class now
 --   made_due   the waiting job was moved from its backoff to now (p_due_now)
 --   demoted    the class asked for was above the nightly but the caller's budget was
---              spent, so the request counted as 'nightly'
+--              spent, so the request counted as 'nightly' (and the job is below the
+--              class asked for)
 --   run_at     when the job is due
 -- Errors: 22004 NULL user, 23503 unknown user, 22023 no calendar (unless calsync
 -- provisions calendars and the user has an e-mail) or unknown class, 40001 when the
@@ -216,6 +217,8 @@ BEGIN
            AND v_prio > v_nightly AND (outcome = 'enqueued' OR outcome = 'raised') THEN
             UPDATE calsync.priority_budgets b SET tokens = b.tokens - 1 WHERE b.caller = v_caller;
         END IF;
+        -- Report the budget only where it made a difference.
+        demoted := demoted AND outcome <> 'running' AND v_prio < v_asked;
         job_id := v_id;
         class := calsync.priority_class(v_prio);
         run_at := v_run_at;

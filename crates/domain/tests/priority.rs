@@ -556,3 +556,37 @@ async fn a_fast_lane_worker_is_never_handed_a_nightly_job(pool: PgPool) {
     // Any other worker takes the nightly job.
     assert_eq!(fetch("w1".into()).await, vec![nightly]);
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_spent_budget_is_reported_only_where_it_made_a_difference(pool: PgPool) {
+    let u = seed(&pool).await;
+    set_budget(&pool, Some(1)).await;
+    let first = priority::request_sync(&pool, &req(u.alice, PriorityClass::Interactive), "c")
+        .await
+        .unwrap();
+    assert!(!first.demoted);
+    // Budget spent, but the job already is interactive: nothing was held back.
+    let again = priority::request_sync(&pool, &req(u.alice, PriorityClass::Interactive), "c")
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.outcome, again.class, again.demoted),
+        (RequestOutcome::Unchanged, PriorityClass::Interactive, false)
+    );
+    // An api job raised with the budget spent stays api: held back, so reported.
+    let bob = priority::request_sync(&pool, &req(u.bob, PriorityClass::Api), "other")
+        .await
+        .unwrap();
+    let held = priority::request_sync(&pool, &req(u.bob, PriorityClass::Interactive), "c")
+        .await
+        .unwrap();
+    assert_eq!(
+        (held.job_id.as_str(), held.outcome, held.class, held.demoted),
+        (
+            bob.job_id.as_str(),
+            RequestOutcome::Unchanged,
+            PriorityClass::Api,
+            true
+        )
+    );
+}
