@@ -297,6 +297,84 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// A `calsync dashboard` child process, configured with the fake Google (so its user
+/// page offers "Check against Google"). Killed (SIGKILL) on drop.
+pub struct DashboardProcess {
+    child: Child,
+    /// The process' log file.
+    pub log: PathBuf,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+}
+
+impl DashboardProcess {
+    /// Start `calsync dashboard` against `db_url` and the fake Google at `fake` with
+    /// the two tokens, and wait until it accepts connections.
+    pub async fn spawn(
+        db_url: &str,
+        fake: &calsync_fake_google::FakeGoogle,
+        admin_token: &str,
+        readonly_token: &str,
+    ) -> DashboardProcess {
+        let log = std::env::temp_dir().join(format!(
+            "calsync-e2e-dashboard-{:08x}.log",
+            random_u64() as u32
+        ));
+        let file = std::fs::File::create(&log).expect("log file");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(calsync_bin())
+            .arg("dashboard")
+            .env("DATABASE_URL", db_url)
+            .env("CALSYNC_DASHBOARD_LISTEN", addr.to_string())
+            .env("CALSYNC_DASHBOARD_ADMIN_TOKEN", admin_token)
+            .env("CALSYNC_DASHBOARD_READONLY_TOKEN", readonly_token)
+            .env("CALSYNC_GOOGLE_API_BASE_URL", fake.base_url())
+            .env("CALSYNC_GOOGLE_API_ROOT_URL", fake.root_url())
+            .env("CALSYNC_GOOGLE_TOKEN_URL", fake.token_url())
+            .env("CALSYNC_GOOGLE_CLIENT_ID", "e2e-client")
+            .env("CALSYNC_GOOGLE_CLIENT_SECRET", "e2e-secret")
+            .env("CALSYNC_GOOGLE_PROJECT_QUOTA", "300000")
+            .env("CALSYNC_GOOGLE_USER_QUOTA", "300000")
+            .env("CALSYNC_LOG_FORMAT", "pretty")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn calsync dashboard");
+        let mut dashboard = DashboardProcess { child, log, addr };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Ok(Some(status)) = dashboard.child.try_wait() {
+                panic!(
+                    "calsync dashboard exited ({status}): {}",
+                    dashboard.log_text()
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "calsync dashboard did not listen on {addr}: {}",
+                    dashboard.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        dashboard
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for DashboardProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Seed `n` students, each enrolled in 2 of 4 courses (2 meeting times each), with a
 /// calendar (`e2e-cal-<g>`, g = 1..n) and refresh token (`e2e-rt-<user id>`) registered
 /// in the fake. Returns the user ids.

@@ -302,3 +302,93 @@ async fn status_explains_flagged_users_that_are_not_due() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
     assert_eq!(v["flagged_not_due"]["needs_reauth"], 1);
 }
+
+/// The Google settings of the fake, as the CLI reads them.
+fn fake_google_env(fake: &FakeGoogle) -> Vec<(&'static str, String)> {
+    vec![
+        ("NO_COLOR", "1".into()),
+        ("CALSYNC_GOOGLE_API_BASE_URL", fake.base_url()),
+        ("CALSYNC_GOOGLE_API_ROOT_URL", fake.root_url()),
+        ("CALSYNC_GOOGLE_TOKEN_URL", fake.token_url()),
+        ("CALSYNC_GOOGLE_CLIENT_ID", "e2e-client".into()),
+        ("CALSYNC_GOOGLE_CLIENT_SECRET", "e2e-secret".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_user_dry_run_prints_what_a_sync_would_change_and_writes_nothing() {
+    let fake = FakeGoogle::start().await.unwrap();
+    let (url, pool, _db) = fresh_database(&base_url()).await;
+    let users = seed_university(&pool, &fake, 1).await;
+    let user = users[0].to_string();
+    let env = fake_google_env(&fake);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Before any sync: every event is an insert.
+    let (ok, out) = calsync_env(Some(&url), &["sync-user", &user, "--dry-run"], &env);
+    assert!(ok, "{out}");
+    assert!(out.contains("dry run (nothing written)"), "{out}");
+    assert!(
+        out.contains("4 inserts, 0 updates, 0 restores, 0 deletes"),
+        "{out}"
+    );
+    assert_eq!(fake.write_calls(), 0);
+
+    let mut worker = WorkerProcess::spawn(
+        &url,
+        &fake,
+        "cli-dry",
+        &["--no-cron", "--heartbeat-secs", "1"],
+    );
+    let (ok, out) = calsync(
+        Some(&url),
+        &["sync-user", &user, "--wait", "--timeout-secs", "60"],
+    );
+    assert!(ok, "{out}");
+    assert!(worker.terminate(Duration::from_secs(20)).success());
+    // Drift: a course renamed by the registrar, an event deleted by the student.
+    let (course, old): (i64, String) = sqlx::query_as(
+        "SELECT c.id, c.title FROM courses c JOIN enrollments e ON e.course_id = c.id WHERE e.user_id = $1 ORDER BY c.id LIMIT 1",
+    )
+    .bind(users[0])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE courses SET title = 'Calculus I' WHERE id = $1")
+        .bind(course)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let gone = fake
+        .live_events("e2e-cal-1")
+        .into_iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .find(|id| !id.is_empty())
+        .unwrap();
+    fake.user_delete_event("e2e-cal-1", &gone);
+    fake.reset_calls();
+
+    let (ok, out) = calsync_env(Some(&url), &["sync-user", &user, "--dry-run"], &env);
+    assert!(ok, "{out}");
+    println!("{out}");
+    assert!(
+        out.contains(&format!("summary: '{old}' → 'Calculus I'")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("restore {gone}")), "{out}");
+    assert!(out.contains("a student deleted this event"), "{out}");
+    assert_eq!(fake.write_calls(), 0, "{:?}", fake.calls());
+    assert_eq!(fake.count_calls("events.list"), 1);
+    // Nothing was enqueued.
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1, "only the --wait sync's job");
+
+    let (ok, out) = calsync_env(Some(&url), &["sync-user", "999999", "--dry-run"], &env);
+    assert!(!ok);
+    assert!(out.contains("unknown user 999999"), "{out}");
+    let (ok, out) = calsync(Some(&url), &["sync-user", &user, "--dry-run", "--wait"]);
+    assert!(!ok);
+    assert!(out.contains("cannot be used with"), "{out}");
+}

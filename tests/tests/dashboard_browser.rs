@@ -2,116 +2,12 @@
 //! retry a failed job, watch a real worker run it to done; the read-only role sees no
 //! actions; a logged-out session cookie stays dead when replayed.
 
-use std::{
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use calsync_dashboard::DashboardConfig;
-use calsync_e2e::harness::*;
+use calsync_e2e::{browser::*, harness::*};
 use calsync_fake_google::FakeGoogle;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use sqlx::PgPool;
-
-const ADMIN: &str = "browser-admin-token-42";
-const READONLY: &str = "browser-readonly-token-42";
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn which(name: &str, fallbacks: &[&str]) -> String {
-    for p in fallbacks {
-        if std::path::Path::new(p).exists() {
-            return p.to_string();
-        }
-    }
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .ok();
-    let p = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    assert!(
-        !p.is_empty(),
-        "{name} not found: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver); .ci/run does"
-    );
-    p
-}
-
-async fn browser() -> (Driver, Client, std::path::PathBuf) {
-    let chromium = which("chromium", &["/usr/bin/chromium"]);
-    let chromedriver = which("chromedriver", &["/usr/bin/chromedriver"]);
-    let port = free_port();
-    let driver = Driver(
-        Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
-    let profile = std::env::temp_dir().join(format!("calsync-chromium-{:016x}", random_u64()));
-    let caps = serde_json::json!({
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display())]
-        }
-    });
-    let caps = caps.as_object().unwrap().clone();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut last_err = String::new();
-    for _ in 0..100 {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&url)
-            .await
-        {
-            Ok(c) => return (driver, c, profile),
-            Err(e) => {
-                last_err = e.to_string();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    panic!("could not start a headless Chromium session: {last_err}");
-}
-
-async fn serve_dashboard(pool: &PgPool) -> SocketAddr {
-    let app = calsync_dashboard::router(
-        pool.clone(),
-        DashboardConfig {
-            admin_token: Some(ADMIN.into()),
-            readonly_token: Some(READONLY.into()),
-            session_secret: None,
-            page_size: 50,
-            secure_cookies: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Served with peer addresses, as `calsync dashboard` does (login throttling is per
-    // client).
-    tokio::spawn(calsync_dashboard::serve_listener(
-        app,
-        listener,
-        std::future::pending(),
-    ));
-    addr
-}
 
 async fn failed_job(pool: &PgPool, user: i64) -> String {
     let id = calsync_domain::queue::enqueue_sync(pool, user, "browser", "test")
@@ -123,39 +19,6 @@ async fn failed_job(pool: &PgPool, user: i64) -> String {
         .await
         .unwrap();
     id
-}
-
-/// Wait until the current page contains `needle` (clicks return before the next page
-/// has necessarily loaded), then return its source.
-async fn page_with(c: &Client, needle: &str) -> String {
-    wait_until(
-        &format!("page containing {needle:?}"),
-        Duration::from_secs(20),
-        || async {
-            c.source()
-                .await
-                .map(|s| s.contains(needle))
-                .unwrap_or(false)
-        },
-    )
-    .await;
-    c.source().await.unwrap()
-}
-
-async fn log_in(c: &Client, base: &str, token: &str) {
-    c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys(token)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action='/login'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,30 +139,6 @@ async fn readonly_login_shows_no_actions() {
     assert!(c.current_url().await.unwrap().as_str().ends_with("/login"));
     c.close().await.unwrap();
     let _ = std::fs::remove_dir_all(profile);
-}
-
-/// Where screenshots go: `target/e2e-screenshots/` (or under `CARGO_TARGET_DIR`).
-fn screenshot_dir() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("e2e-screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshot directory");
-    dir
-}
-
-async fn screenshot(c: &Client, name: &str) {
-    let png = c.screenshot().await.expect("screenshot");
-    let path = screenshot_dir().join(format!("{name}.png"));
-    std::fs::write(&path, png).expect("write screenshot");
-    println!("screenshot: {}", path.display());
-}
-
-/// Evaluate a JavaScript expression in the page.
-async fn js(c: &Client, expr: &str) -> serde_json::Value {
-    c.execute(&format!("return {expr};"), vec![])
-        .await
-        .unwrap_or_else(|e| panic!("{expr}: {e}"))
 }
 
 /// A real nightly run of three students through a real worker: one sync fails once

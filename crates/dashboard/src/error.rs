@@ -32,6 +32,16 @@ pub enum PageError {
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A check against Google was refused for now (too many checks, or one of this
+    /// student is running); `retry_after` when known.
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The feature is not configured in this process.
+    #[error("{0}")]
+    Unavailable(String),
     /// Too many failed logins from this client or overall.
     #[error("too many failed logins; retry in {} s", retry_secs(*.retry_after))]
     TooManyRequests { retry_after: Duration },
@@ -54,7 +64,10 @@ impl PageError {
             PageError::Forbidden(_) => StatusCode::FORBIDDEN,
             PageError::NotFound(_) => StatusCode::NOT_FOUND,
             PageError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            PageError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            PageError::TooManyRequests { .. } | PageError::Throttled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            PageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             PageError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,6 +80,8 @@ impl PageError {
             PageError::NotFound(_) => "Not found",
             PageError::MethodNotAllowed => "Method not allowed",
             PageError::TooManyRequests { .. } => "Too many failed logins",
+            PageError::Throttled { .. } => "Try again later",
+            PageError::Unavailable(_) => "Not available",
             PageError::Database(_) => "Error",
         }
     }
@@ -97,7 +112,12 @@ impl IntoResponse for PageError {
             layout::error_page(self.title(), &self.message()),
         )
             .into_response();
-        if let PageError::TooManyRequests { retry_after } = self
+        let retry_after = match self {
+            PageError::TooManyRequests { retry_after } => Some(retry_after),
+            PageError::Throttled { retry_after, .. } => retry_after,
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after
             && let Ok(v) = HeaderValue::from_str(&retry_secs(retry_after).max(1).to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);

@@ -11,6 +11,7 @@ mod client;
 mod error;
 mod input;
 mod pages;
+mod preview;
 mod security;
 mod throttle;
 
@@ -24,6 +25,7 @@ use sqlx::PgPool;
 
 pub use client::{TrustedProxy, TrustedProxyError};
 pub use error::PageError;
+pub use preview::{CheckThrottleConfig, PreviewError, SyncPreview};
 
 /// Dashboard settings (a plain struct; the worker builds it from CLI/env).
 #[derive(Clone, Default)]
@@ -44,6 +46,10 @@ pub struct DashboardConfig {
     pub trusted_proxies: Vec<TrustedProxy>,
     /// Failed-login limits.
     pub login_throttle: LoginThrottleConfig,
+    /// What "Check against Google" runs (`None`: the check is not available here).
+    pub sync_preview: Option<Arc<dyn SyncPreview>>,
+    /// Limits on "Check against Google".
+    pub check_throttle: CheckThrottleConfig,
 }
 
 /// Limits on failed logins (form logins and bearer tokens). Token buckets: a bucket
@@ -83,6 +89,15 @@ impl fmt::Debug for DashboardConfig {
             .field("secure_cookies", &self.secure_cookies)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("login_throttle", &self.login_throttle)
+            .field(
+                "sync_preview",
+                &if self.sync_preview.is_some() {
+                    "set"
+                } else {
+                    "unset"
+                },
+            )
+            .field("check_throttle", &self.check_throttle)
             .finish()
     }
 }
@@ -100,6 +115,8 @@ pub enum DashboardError {
     SameTokens,
     #[error("dashboard login throttle: bursts and periods must be positive")]
     BadThrottle,
+    #[error("dashboard check throttle: the burst and period must be positive")]
+    BadCheckThrottle,
     #[error("could not serve the dashboard on {addr}: {source}")]
     Serve {
         addr: SocketAddr,
@@ -115,6 +132,8 @@ pub(crate) struct AppState {
     pub secure_cookies: bool,
     pub trusted_proxies: Vec<TrustedProxy>,
     pub throttle: throttle::LoginThrottle,
+    pub preview: Option<Arc<dyn SyncPreview>>,
+    pub checks: preview::CheckThrottle,
 }
 
 pub(crate) type SharedState = Arc<AppState>;
@@ -155,6 +174,9 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Result<Router, Dashboard
         secure_cookies: config.secure_cookies,
         trusted_proxies: config.trusted_proxies,
         throttle,
+        preview: config.sync_preview,
+        checks: preview::CheckThrottle::new(config.check_throttle)
+            .ok_or(DashboardError::BadCheckThrottle)?,
     });
     Ok(Router::new()
         .route("/", get(pages::overview::page))
@@ -172,6 +194,7 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Result<Router, Dashboard
         .route("/users", get(pages::users::list))
         .route("/users/{id}", get(pages::users::detail))
         .route("/users/{id}/sync", post(pages::users::sync_now))
+        .route("/users/{id}/check", post(pages::check::check))
         .route("/audit", get(pages::audit::list))
         .route("/static/dashboard.css", get(pages::layout::stylesheet))
         .route("/healthz", get(|| async { "ok" }))

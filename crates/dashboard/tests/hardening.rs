@@ -425,6 +425,8 @@ async fn every_response_carries_the_security_headers(pool: PgPool) {
         ),
         ("/runs/now".into(), vec![("csrf", &csrf)]),
         (format!("/users/{u}/sync"), vec![("csrf", &csrf)]),
+        // No preview configured: 503, with the headers too.
+        (format!("/users/{u}/check"), vec![("csrf", &csrf)]),
         ("/runs/now".into(), vec![]),
         ("/logout".into(), vec![("csrf", &csrf)]),
     ] {
@@ -448,7 +450,7 @@ async fn every_response_carries_the_security_headers(pool: PgPool) {
     ));
     let statuses: std::collections::BTreeSet<u16> =
         seen.iter().map(|(_, r)| r.status.as_u16()).collect();
-    for s in [200, 303, 400, 401, 403, 404, 405, 429] {
+    for s in [200, 303, 400, 401, 403, 404, 405, 429, 503] {
         assert!(
             statuses.contains(&s),
             "no {s} response was checked: {statuses:?}"

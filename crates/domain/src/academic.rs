@@ -187,6 +187,15 @@ pub fn exdate_line(tz: Tz, day: NaiveDate, time: NaiveTime) -> String {
     )
 }
 
+/// The local date of an EXDATE line [`exdate_line`] wrote (`None` for anything else).
+pub fn exdate_day(line: &str) -> Option<NaiveDate> {
+    let rest = line.strip_prefix("EXDATE;TZID=")?;
+    let (_, value) = rest.rsplit_once(':')?;
+    chrono::NaiveDateTime::parse_from_str(value, "%Y%m%dT%H%M%S")
+        .ok()
+        .map(|t| t.date())
+}
+
 /// One single timed event per final exam of the user's courses.
 pub fn plan_exams(
     user_id: i64,

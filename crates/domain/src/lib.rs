@@ -24,8 +24,12 @@
 //! * [`attempts`]: every job attempt as it happened (recorded by a trigger), error search.
 //! * [`job_stats`]: queue health and throughput per minute / hour from an incremental
 //!   roll-up, cheap at any table size.
+//! * [`dry_run`]: the report of a sync's dry-run (what it would insert, update, restore,
+//!   delete, field by field), computed by the worker, shown by the CLI and dashboard.
 //! * [`dashboard_sessions`]: revocable server-side dashboard sessions.
 //! * [`workers`]: worker liveness (each worker's own heartbeat interval).
+//! * [`week`]: a student's week (class blocks, term, no-class days, other events) for
+//!   the dashboard's user page, from the event plan a sync would write.
 //! * [`quota`]: the cluster-wide Google API quota (buckets of permits workers draw from).
 
 pub mod academic;
@@ -34,6 +38,7 @@ pub mod audit;
 pub mod cleanup;
 pub mod credentials;
 pub mod dashboard_sessions;
+pub mod dry_run;
 pub mod error;
 pub mod events;
 pub mod job_stats;
@@ -50,6 +55,7 @@ pub mod templates;
 pub mod tracking;
 pub mod user_list;
 pub mod users;
+pub mod week;
 pub mod workers;
 
 pub use error::DomainError;

@@ -400,8 +400,15 @@ pub struct SyncUserArgs {
     pub class: String,
     /// Also make the user's job due now if it waits on its retry backoff (not when it
     /// waits on Google's quota).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     pub due_now: bool,
+    /// Enqueue nothing: list the calendar and print what a sync would insert, update,
+    /// restore and delete, field by field (reads Google, writes nothing).
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
+    /// Google settings (used by --dry-run only).
+    #[command(flatten)]
+    pub google: GoogleArgs,
 }
 
 /// `calsync prune`.
@@ -456,6 +463,10 @@ pub struct DashboardArgs {
     pub db_max_connections: Option<u32>,
     #[command(flatten)]
     pub auth: DashboardAuthArgs,
+    /// Google settings: with them (an OAuth client id, or a service-account mode) the
+    /// user page offers "Check against Google".
+    #[command(flatten)]
+    pub google: GoogleArgs,
 }
 
 /// `calsync demo`.
@@ -576,6 +587,12 @@ impl GoogleArgs {
         Ok(quota)
     }
 
+    /// Whether Google is configured at all: an OAuth client id, or a service-account
+    /// mode (which requires its key). Without it, a dashboard offers no Google check.
+    pub fn configured(&self) -> bool {
+        self.auth.google_auth_mode != AuthModeArg::Oauth || !self.google_client_id.is_empty()
+    }
+
     /// The sync engine's settings.
     pub fn into_settings(self) -> Result<SyncSettings, ConfigError> {
         let quota = self.quota()?;
@@ -612,15 +629,25 @@ impl DashboardAuthArgs {
 }
 
 impl DashboardArgs {
-    /// `calsync dashboard`: its database budget and what it serves.
-    pub fn into_config(self, url: DatabaseUrl) -> (DatabaseConfig, DashboardSettings) {
-        (
+    /// `calsync dashboard`: its database budget, what it serves, and the Google
+    /// settings of its check against Google (`None`: not configured).
+    pub fn into_config(
+        self,
+        url: DatabaseUrl,
+    ) -> Result<(DatabaseConfig, DashboardSettings, Option<SyncSettings>), ConfigError> {
+        let google = if self.google.configured() {
+            Some(self.google.into_settings()?)
+        } else {
+            None
+        };
+        Ok((
             DatabaseConfig::dashboard(url, self.db_max_connections),
             DashboardSettings {
                 listen: self.listen,
                 auth: self.auth.into_config(),
             },
-        )
+            google,
+        ))
     }
 }
 

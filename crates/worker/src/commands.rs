@@ -2,7 +2,7 @@
 //! command translates its flags into [`crate::config`] types first (validated once),
 //! then connects within its budget ([`crate::database`]).
 
-use std::{process::ExitCode, time::Duration};
+use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use calsync_domain::{
@@ -19,10 +19,11 @@ use crate::{
         CleanupArgs, Cli, Command, CredentialsArgs, CredentialsCommand, NightlyArgs, StatusArgs,
         SyncUserArgs,
     },
-    config::{DashboardSettings, DatabaseConfig, DatabaseUrl, WorkerConfig},
+    config::{DashboardSettings, DatabaseConfig, DatabaseUrl, SyncSettings, WorkerConfig},
     database::{connect, connect_migrated},
     nightly::run_pass,
     runtime::{Runtime, Shutdown, termination_signal},
+    sync::{SyncError, dry_run::EnginePreview},
 };
 
 /// Run the parsed command line.
@@ -59,8 +60,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credentials(args) => credentials(url?, args).await,
         Command::Cleanup(args) => cleanup(url?, *args).await,
         Command::Dashboard(args) => {
-            let (db, settings) = args.into_config(url?);
-            dashboard(db, settings).await
+            let (db, settings, google) = args.into_config(url?)?;
+            dashboard(db, settings, google).await
         }
         Command::Preferences(args) => crate::preferences_cli::run(url, args).await,
         #[cfg(feature = "dev-tools")]
@@ -200,8 +201,22 @@ async fn cleanup(url: DatabaseUrl, args: CleanupArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn dashboard(db: DatabaseConfig, settings: DashboardSettings) -> anyhow::Result<ExitCode> {
+async fn dashboard(
+    db: DatabaseConfig,
+    mut settings: DashboardSettings,
+    google: Option<SyncSettings>,
+) -> anyhow::Result<ExitCode> {
     let pool = connect_migrated(&db).await?;
+    match google {
+        Some(google) => {
+            let engine = crate::build_engine(&pool, &google)?;
+            settings.auth.sync_preview = Some(Arc::new(EnginePreview(Arc::new(engine))));
+        }
+        None => tracing::info!(
+            "no Google configuration (CALSYNC_GOOGLE_CLIENT_ID or a service-account mode): \
+             the user page's \"Check against Google\" is not available"
+        ),
+    }
     // Refuses (closed by default) before anything is announced.
     let app = calsync_dashboard::router(pool, settings.auth)?;
     let (trigger, shutdown) = Shutdown::new();
@@ -234,6 +249,9 @@ async fn nightly(url: DatabaseUrl, args: NightlyArgs) -> anyhow::Result<ExitCode
 async fn sync_user(url: DatabaseUrl, args: SyncUserArgs) -> anyhow::Result<ExitCode> {
     let class = PriorityClass::parse(&args.class)?;
     let pool = cli_pool(url).await?;
+    if args.dry_run {
+        return sync_user_dry_run(&pool, args).await;
+    }
     let req = SyncRequest {
         user_id: args.user_id,
         reason: "cli",
@@ -304,6 +322,21 @@ fn describe_request(user_id: i64, r: &Requested) -> String {
         );
     }
     line
+}
+
+/// `calsync sync-user ID --dry-run`: what a sync would change, written nowhere.
+async fn sync_user_dry_run(pool: &PgPool, args: SyncUserArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.google.into_settings()?;
+    let engine = crate::build_engine(pool, &settings)?;
+    let report = match engine.dry_run(args.user_id).await {
+        Ok(report) => report,
+        Err(SyncError::UnknownUser(id)) => bail!("unknown user {id}"),
+        Err(e) => return Err(e.into()),
+    };
+    for line in report.lines() {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn status(url: DatabaseUrl, args: StatusArgs) -> anyhow::Result<ExitCode> {

@@ -152,7 +152,13 @@ impl Runtime {
         }
         if let Some(dashboard) = &config.dashboard {
             // Fails fast on a dashboard without credentials.
-            let app = calsync_dashboard::router(pool.clone(), dashboard.auth.clone())
+            // "Check against Google" runs this worker's engine (same Google client and
+            // quota stash).
+            let mut auth = dashboard.auth.clone();
+            auth.sync_preview = Some(Arc::new(crate::sync::dry_run::EnginePreview(Arc::new(
+                engine.clone(),
+            ))));
+            let app = calsync_dashboard::router(pool.clone(), auth)
                 .map_err(|e| RuntimeError::Dashboard(e.to_string()))?;
             let sd = shutdown.clone();
             let addr = dashboard.listen;

@@ -346,3 +346,32 @@ async fn a_refused_service_account_key_fails_permanently_with_a_clear_error(pool
     assert!(err.to_string().contains("invalid_grant"), "{err}");
     assert!(!err.to_string().contains("PRIVATE KEY"));
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_dry_run_for_a_student_without_a_calendar_creates_nothing(pool: PgPool) {
+    use calsync_domain::dry_run::{CalendarCheck, ChangeAction};
+    let course = course(&pool).await;
+    let user = student(&pool, course, "grace@uni.edu", None).await;
+    let fake = FakeGoogle::start().await.unwrap();
+    let engine = engine(&pool, &service_account(&fake, false)).await;
+    let report = engine.dry_run(user).await.unwrap();
+    assert_eq!(
+        report.calendar,
+        CalendarCheck::NoCalendar { provisioned: true }
+    );
+    assert_eq!(
+        report.count(ChangeAction::Insert),
+        2,
+        "{:?}",
+        report.changes
+    );
+    assert!(report.summary().contains("a sync would create one"));
+    // Nothing was asked of Google, nothing recorded.
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    assert_eq!(calendar_of(&pool, user).await, None);
+    assert!(
+        audit_actions(&pool, "calendar_provisioned")
+            .await
+            .is_empty()
+    );
+}

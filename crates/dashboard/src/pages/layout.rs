@@ -44,7 +44,15 @@ svg.chart{display:block;width:100%;height:auto;background:#fff;border:1px solid 
 .s-due{--c:#8592a8}.s-duration,.s-running{--c:#3867d6}\
 ul.legend{list-style:none;display:flex;gap:1rem;padding:0;margin:.3rem 0 .4rem;font-size:12px}\
 .pair{display:grid;grid-template-columns:repeat(auto-fit,minmax(22rem,1fr));gap:1rem}\
-details{margin:.2rem 0 1rem}summary{cursor:pointer;color:#3867d6}td pre{margin:0;max-height:10rem;white-space:pre-wrap}";
+details{margin:.2rem 0 1rem}summary{cursor:pointer;color:#3867d6}td pre{margin:0;max-height:10rem;white-space:pre-wrap}\
+svg.week{margin:.4rem 0 .8rem}.week .hour{stroke:#d5dae2}.week .half{stroke:#eef1f5}.week .day{stroke:#d5dae2}.week .weekend{fill:#f6f7f9}\
+.week .dayname{font-size:13px;font-weight:600;fill:#1d2330;text-anchor:middle}.week .block rect.box{fill:var(--c);fill-opacity:.16;stroke:var(--c);stroke-width:1.2}\
+.week .block-title{font-size:12px;font-weight:600;fill:#1d2330}.week .block-line{font-size:11px;fill:#3d4656}\
+.wk-0{--c:#3867d6}.wk-1{--c:#3f9a4a}.wk-2{--c:#c0392b}.wk-3{--c:#e0a100}.wk-4{--c:#9b6bd1}.wk-5{--c:#17a2b8}.wk-6{--c:#d35400}.wk-7{--c:#6b7587}\
+.ch-insert{background:#d4efd9}.ch-update{background:#fbecc8}.ch-restore{background:#d6e4fb}.ch-delete{background:#f9d6d2}\
+ul.fields{margin:.3rem 0 0;padding-left:1.1rem}del{background:#fdecea;text-decoration:line-through}ins{background:#e7f5ea;text-decoration:none}\
+p.change-note{margin:0;color:#3d4656;font-style:italic}.card.count-insert b{color:#3f9a4a}.card.count-update b{color:#b07d00}\
+.check-counts{margin-bottom:1rem}.card.count-restore b{color:#3867d6}.card.count-delete b{color:#c0392b}p.actions{margin-top:1rem}";
 
 /// `GET /static/dashboard.css`.
 pub async fn stylesheet() -> Response {

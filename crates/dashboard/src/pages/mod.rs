@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod charts;
+pub mod check;
 pub mod jobs;
 pub mod layout;
 pub mod login;
@@ -11,6 +12,7 @@ pub mod overview;
 pub mod preferences;
 pub mod runs;
 pub mod users;
+pub mod week;
 
 use std::net::IpAddr;
 
@@ -153,27 +155,32 @@ impl Action {
     }
 }
 
+/// A cookie-authenticated or bearer form POST: the form parsed, the caller
+/// authenticated, same-origin and CSRF checked (bearer callers are not CSRF-able).
+async fn checked_post(req: Request, st: &SharedState) -> Result<(Session, Params), PageError> {
+    let (parts, body) = req.into_parts();
+    let client = client_ip(&parts, &st.trusted_proxies);
+    let headers = parts.headers.clone();
+    let FormParams(form) = FormParams::from_request(Request::from_parts(parts, body), st).await?;
+    let session = authenticate(st, &headers, client)
+        .await?
+        .ok_or(PageError::Unauthorized)?;
+    if !session.bearer()
+        && (!same_origin(&headers) || !st.keys.csrf_ok(&session, form.get("csrf").unwrap_or("")))
+    {
+        tracing::warn!("dashboard: rejected a POST with a missing or wrong CSRF token");
+        return Err(PageError::Forbidden(
+            "Missing or invalid CSRF token; reload the page and try again.".into(),
+        ));
+    }
+    Ok((session, form))
+}
+
 impl FromRequest<SharedState> for Action {
     type Rejection = PageError;
 
     async fn from_request(req: Request, st: &SharedState) -> Result<Action, PageError> {
-        let (parts, body) = req.into_parts();
-        let client = client_ip(&parts, &st.trusted_proxies);
-        let headers = parts.headers.clone();
-        let FormParams(form) =
-            FormParams::from_request(Request::from_parts(parts, body), st).await?;
-        let session = authenticate(st, &headers, client)
-            .await?
-            .ok_or(PageError::Unauthorized)?;
-        if !session.bearer()
-            && (!same_origin(&headers)
-                || !st.keys.csrf_ok(&session, form.get("csrf").unwrap_or("")))
-        {
-            tracing::warn!("dashboard: rejected a POST with a missing or wrong CSRF token");
-            return Err(PageError::Forbidden(
-                "Missing or invalid CSRF token; reload the page and try again.".into(),
-            ));
-        }
+        let (session, form) = checked_post(req, st).await?;
         if session.role != Role::Admin {
             return Err(PageError::Forbidden(
                 "The read-only role cannot change anything.".into(),
@@ -184,6 +191,35 @@ impl FromRequest<SharedState> for Action {
             session,
             form,
             back,
+        })
+    }
+}
+
+/// A POST that changes nothing calsync keeps (the check against Google), open to both
+/// roles: same-origin and CSRF-checked like [`Action`], because it spends Google quota.
+/// It renders its answer as a page.
+pub struct ReadPost {
+    ctx: Ctx,
+}
+
+impl ReadPost {
+    /// The page context of the caller.
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+}
+
+impl FromRequest<SharedState> for ReadPost {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, st: &SharedState) -> Result<ReadPost, PageError> {
+        let (session, _form) = checked_post(req, st).await?;
+        Ok(ReadPost {
+            ctx: Ctx {
+                csrf: st.keys.csrf_token(&session),
+                session,
+                flash: None,
+            },
         })
     }
 }

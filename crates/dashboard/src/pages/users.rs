@@ -1,8 +1,8 @@
 //! Users: search and filter, one user with their recent jobs, and "sync now".
 //!
-//! The user page is a list of sections (`profile`, `actions`, `recent_jobs`), each a
-//! function of data loaded in `detail`; the week grid and the dry-run diff (issue 14
-//! points 3 and 4) join as further sections between the actions and the recent jobs.
+//! The user page is a list of sections, each a function of data loaded in `detail`:
+//! `profile`, `actions`, the Google check (`check::section`), the week grid
+//! (`week::section`), `recent_jobs`, and the calendar preferences.
 
 use axum::extract::State;
 use calsync_domain::{
@@ -120,9 +120,12 @@ pub async fn detail(
     };
     let recent = jobs::list(&st.pool, &of_user, None, 20).await?;
     let prefs = calsync_domain::preferences::view::user_preferences(&st.pool, id).await?;
+    let week = calsync_domain::week::student_week(&st.pool, id).await?;
     let body = html! {
         (profile(id, &u))
         (actions(&ctx, id, recent.iter().any(|j| j.state == JobState::Retrying)))
+        (super::check::section(&ctx, id, st.preview.is_some()))
+        (super::week::section(&week))
         (recent_jobs(id, &recent))
         (super::preferences::section(&prefs))
     };

@@ -113,7 +113,8 @@ pub struct PreviewEvent {
 }
 
 impl PreviewEvent {
-    fn of(ev: &DesiredEvent) -> PreviewEvent {
+    /// How the preview shows `ev`.
+    pub fn of(ev: &DesiredEvent) -> PreviewEvent {
         let when = match ev.timing {
             EventTiming::Timed { start, end, .. } => format!(
                 "{} {}–{}{}",

@@ -2,9 +2,17 @@
 //! schedule needs with what is in their course calendar: inserts, updates and deletes
 //! only what differs, never empties the calendar, and clears the user's flag only if
 //! nothing changed since it read the schedule.
+//!
+//! What to write is decided by one pure function, [`diff::diff`] (desired events vs the
+//! calsync events listed from the calendar); this module carries its decisions out, and
+//! [`dry_run`] describes them without writing (`calsync sync-user --dry-run`, the
+//! dashboard's "Check against Google").
+
+pub mod diff;
+pub mod dry_run;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -29,6 +37,7 @@ use crate::{
     },
     failure::Calendars,
     provision::{ProvisionError, Provisioner},
+    sync::diff::Decision,
 };
 use calsync_domain::owned_calendars::ProvisionReason;
 
@@ -121,9 +130,11 @@ impl SyncError {
     }
 }
 
-/// Syncs users' course calendars through a [`CalendarBackend`]. It reports failures
+/// Syncs users' course calendars through a [`CalendarBackend`] (cheap to clone: the
+/// clones share the backend, its Google client and quota stash). It reports failures
 /// and never records them: what a failure means for the job and the user is the
 /// failure policy's call ([`crate::failure`], applied by [`crate::job`]).
+#[derive(Clone)]
 pub struct SyncEngine {
     pool: PgPool,
     backend: Arc<dyn CalendarBackend>,
@@ -371,31 +382,6 @@ pub fn event_body(ev: &DesiredEvent) -> CalendarEvent {
     }
 }
 
-/// Whether an event in the calendar still shows exactly what calsync wants.
-fn matches_desired(existing: &CalendarEvent, ev: &DesiredEvent) -> bool {
-    let fp = existing.private_properties.get(FINGERPRINT_PROPERTY);
-    let (start, end) = event_times(ev);
-    let when_matches = |got: &Option<EventTime>, want: &EventTime| match (got, want) {
-        (
-            Some(EventTime::At { instant, time_zone }),
-            EventTime::At {
-                instant: want_instant,
-                time_zone: want_zone,
-            },
-        ) => instant == want_instant && (want_zone.is_none() || time_zone == want_zone),
-        (Some(EventTime::Day(day)), EventTime::Day(want_day)) => day == want_day,
-        _ => false,
-    };
-    existing.status != EventStatus::Cancelled
-        && fp == Some(&ev.fingerprint)
-        && existing.summary.as_deref() == Some(ev.summary.as_str())
-        && existing.description.as_deref().unwrap_or_default() == ev.description
-        && existing.location.as_deref().unwrap_or_default() == ev.location
-        && existing.recurrence == ev.recurrence
-        && when_matches(&existing.start, &start)
-        && when_matches(&existing.end, &end)
-}
-
 /// How [`write_event`] got the event into the calendar.
 enum Written {
     Created,
@@ -431,54 +417,55 @@ async fn write_event(
     }
 }
 
-/// Bring the calendar in line with `desired`: inserts and updates first, deletes last,
-/// so the calendar is never empty mid-sync.
+/// The query listing calsync's own events in a calendar, deleted ones included.
+fn owner_query() -> EventQuery {
+    EventQuery {
+        tag_key: OWNER_PROPERTY.to_string(),
+        tag_value: OWNER_VALUE.to_string(),
+        include_deleted: true,
+    }
+}
+
+/// Bring the calendar in line with `desired`: list calsync's events, then carry out
+/// [`diff::diff`]'s decisions in its order — inserts, updates and restores first,
+/// deletes last, so the calendar is never empty mid-sync.
 async fn reconcile(
     s: &mut dyn CalendarSession,
     calendar_id: &str,
     desired: &[DesiredEvent],
     report: &mut SyncReport,
 ) -> Result<(), BackendError> {
-    let query = EventQuery {
-        tag_key: OWNER_PROPERTY.to_string(),
-        tag_value: OWNER_VALUE.to_string(),
-        include_deleted: true,
-    };
-    let existing: HashMap<String, CalendarEvent> = s
-        .list_events(calendar_id, &query)
-        .await?
-        .into_iter()
-        .map(|e| (e.id.clone(), e))
-        .collect();
+    let listed = s.list_events(calendar_id, &owner_query()).await?;
     report.inserted = 0;
     report.updated = 0;
     report.restored = 0;
     report.deleted = 0;
     report.unchanged = 0;
-    for ev in desired {
-        match existing.get(&ev.id) {
-            Some(cur) if matches_desired(cur, ev) => report.unchanged += 1,
-            Some(cur) => match write_event(s, calendar_id, ev, true).await? {
-                Written::Updated if cur.status == EventStatus::Cancelled => report.restored += 1,
-                Written::Updated => report.updated += 1,
-                Written::Created => report.inserted += 1,
+    for decision in diff::diff(desired, &listed) {
+        match decision {
+            Decision::Unchanged { .. } => report.unchanged += 1,
+            Decision::Update { desired, existing } | Decision::Restore { desired, existing } => {
+                match write_event(s, calendar_id, desired, true).await? {
+                    Written::Updated if existing.status == EventStatus::Cancelled => {
+                        report.restored += 1
+                    }
+                    Written::Updated => report.updated += 1,
+                    Written::Created => report.inserted += 1,
+                }
+            }
+            Decision::Insert { desired } => {
+                match write_event(s, calendar_id, desired, false).await? {
+                    Written::Created => report.inserted += 1,
+                    // The id exists but was not listed (e.g. its tags were stripped): it has
+                    // been taken over.
+                    Written::Updated => report.restored += 1,
+                }
+            }
+            Decision::Delete { existing } => match s.delete_event(calendar_id, &existing.id).await?
+            {
+                Deleted::Now => report.deleted += 1,
+                Deleted::AlreadyGone => {}
             },
-            None => match write_event(s, calendar_id, ev, false).await? {
-                Written::Created => report.inserted += 1,
-                // The id exists but was not listed (e.g. its tags were stripped): it has
-                // been taken over.
-                Written::Updated => report.restored += 1,
-            },
-        }
-    }
-    let wanted: HashSet<&str> = desired.iter().map(|e| e.id.as_str()).collect();
-    for (id, cur) in &existing {
-        if cur.status == EventStatus::Cancelled || wanted.contains(id.as_str()) {
-            continue;
-        }
-        match s.delete_event(calendar_id, id).await? {
-            Deleted::Now => report.deleted += 1,
-            Deleted::AlreadyGone => {}
         }
     }
     Ok(())
