@@ -431,7 +431,21 @@ async fn users_search_detail_and_sync_now(pool: PgPool) {
         &[("csrf", &csrf)],
     )
     .await;
-    assert_eq!(r1.location, r2.location, "the same active job both times");
+    // The same active job both times; the second request says it was already waiting.
+    let job = r1
+        .location
+        .split("job%20")
+        .nth(1)
+        .and_then(|rest| rest.get(..26))
+        .expect("a job id in the flash")
+        .to_string();
+    assert!(
+        r2.location.contains(&format!(
+            "already%20has%20job%20{job}%20waiting%20at%20interactive"
+        )),
+        "{}",
+        r2.location
+    );
     let r = post(
         &app,
         &format!("/users/{nocal}/sync"),
@@ -488,4 +502,84 @@ async fn no_secret_is_ever_rendered_and_output_is_escaped(pool: PgPool) {
             "{page} is not escaped"
         );
     }
+}
+
+#[sqlx::test(migrations = false)]
+async fn jobs_show_and_filter_priority_classes_and_sync_now_can_skip_the_retry_wait(pool: PgPool) {
+    use calsync_domain::priority::{self, PriorityClass, SyncRequest};
+    let app = app(&pool, 50).await;
+    let a = user(&pool, "alice@uni.edu", Some("cal-a")).await;
+    let b = user(&pool, "bob@uni.edu", Some("cal-b")).await;
+    let req = |user_id, class| SyncRequest {
+        user_id,
+        reason: "t",
+        class,
+        due_now: false,
+    };
+    let ja = priority::request_sync(&pool, &req(a, PriorityClass::Interactive), "test")
+        .await
+        .unwrap()
+        .job_id;
+    let jb = priority::request_sync(&pool, &req(b, PriorityClass::Maintenance), "test")
+        .await
+        .unwrap()
+        .job_id;
+    let cookie = login(&app, ADMIN).await;
+    let r = get(&app, "/jobs?class=interactive", Some(&cookie)).await;
+    assert!(r.body.contains(&ja) && !r.body.contains(&jb), "{}", r.body);
+    assert!(r.body.contains("cls-interactive"));
+    let r = get(&app, "/jobs?class=maintenance", Some(&cookie)).await;
+    assert!(r.body.contains(&jb) && !r.body.contains(&ja));
+    assert!(
+        r.body.contains(r#"<option selected>maintenance</option>"#),
+        "the filter keeps its value"
+    );
+    let r = get(&app, "/jobs?class=urgent", Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = get(&app, &format!("/jobs/{ja}"), Some(&cookie)).await;
+    assert!(r.body.contains("(priority 200)"), "{}", r.body);
+
+    // Alice's job fails once and waits on its backoff: the user page offers to skip it.
+    sqlx::query("UPDATE apalis.jobs SET status = 'Running', lock_at = now() WHERE id = $1")
+        .bind(&ja)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = 1 WHERE id = $1")
+        .bind(&ja)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let detail = get(&app, &format!("/users/{a}"), Some(&cookie)).await;
+    assert!(detail.body.contains("Sync now, skip the retry wait"));
+    let plain = get(&app, &format!("/users/{b}"), Some(&cookie)).await;
+    assert!(!plain.body.contains("skip the retry wait"));
+    let csrf = csrf_of(&detail.body);
+    let r = post(
+        &app,
+        &format!("/users/{a}/sync"),
+        Some(&cookie),
+        &[("csrf", &csrf), ("due_now", "true")],
+    )
+    .await;
+    assert!(r.location.contains("no%20longer%20waits"), "{}", r.location);
+    let due: bool = sqlx::query_scalar("SELECT run_at <= now() FROM apalis.jobs WHERE id = $1")
+        .bind(&ja)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(due);
+    // "Sync now" raises Bob's maintenance job ahead of the nightly.
+    let r = post(
+        &app,
+        &format!("/users/{b}/sync"),
+        Some(&cookie),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert!(
+        r.location.contains("runs%20ahead%20of%20the%20nightly"),
+        "{}",
+        r.location
+    );
 }

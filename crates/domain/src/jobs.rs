@@ -13,6 +13,7 @@ use sqlx::{AssertSqlSafe, FromRow, PgExecutor, Postgres, QueryBuilder};
 use crate::{
     DomainError,
     attempts::ErrorSearch,
+    priority::PriorityClass,
     queue::{JobFilter, JobState},
 };
 
@@ -26,6 +27,9 @@ pub struct JobSummary {
     pub user_id: Option<i64>,
     pub attempts: i32,
     pub max_attempts: i32,
+    /// `apalis.jobs.priority` and its class.
+    pub priority: i32,
+    pub class: PriorityClass,
     pub run_at: DateTime<Utc>,
     /// The last attempt's error, if it failed.
     pub last_error: Option<String>,
@@ -44,6 +48,7 @@ struct SummaryRow {
     user_id: Option<String>,
     attempts: i32,
     max_attempts: i32,
+    priority: i32,
     run_at: DateTime<Utc>,
     err: Option<String>,
     duration_ms: Option<i64>,
@@ -78,7 +83,7 @@ pub async fn search(
     // (one index probe per listed row: the subqueries run after the LIMIT).
     let mut qb = QueryBuilder::<Postgres>::new(format!(
         "SELECT j.id, j.job_type, {} AS state, calsync.job_payload(j.job) ->> 'user_id' AS user_id, \
-         j.attempts, j.max_attempts, j.run_at, j.last_result ->> 'Err' AS err, \
+         j.attempts, j.max_attempts, coalesce(j.priority, 0) AS priority, j.run_at, j.last_result ->> 'Err' AS err, \
          (CASE WHEN {} THEN extract(epoch FROM now() - j.lock_at) * 1000 \
                ELSE (SELECT extract(epoch FROM a.finished_at - a.started_at) * 1000 \
                      FROM calsync.job_attempts a WHERE a.job_id = j.id ORDER BY a.id DESC LIMIT 1) \
@@ -126,6 +131,8 @@ pub async fn search(
                 user_id: r.user_id.and_then(|u| u.parse().ok()),
                 attempts: r.attempts,
                 max_attempts: r.max_attempts,
+                priority: r.priority,
+                class: PriorityClass::of(r.priority),
                 run_at: r.run_at,
                 last_error: r.err,
                 duration_ms: r.duration_ms,
@@ -154,6 +161,8 @@ pub struct JobDetail {
     /// The active-job key while the job is active.
     pub idempotency_key: Option<String>,
     pub priority: i32,
+    /// The class of `priority`.
+    pub class: PriorityClass,
     /// The payload as JSON, when it decodes.
     pub payload: Option<serde_json::Value>,
     /// The first 2,000 bytes of the payload as text, for payloads that do not decode.
@@ -223,6 +232,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: &str) -> Result<Option<JobDetail>,
         last_result: r.last_result,
         idempotency_key: r.idempotency_key,
         priority: r.priority.unwrap_or(0),
+        class: PriorityClass::of(r.priority.unwrap_or(0)),
         raw_payload: if r.payload.is_none() { r.raw } else { None },
         payload: r.payload,
     }))

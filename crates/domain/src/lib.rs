@@ -17,6 +17,8 @@
 //! * [`owned_calendars`]: calendars calsync provisions (service-account modes), and
 //!   [`cleanup`]: the queue of calendars to clean up.
 //! * [`queue`]: enqueueing `SyncUserJob`s, the nightly fan-out, retry/discard of jobs.
+//! * [`priority`]: priority classes of sync jobs (interactive > api > nightly >
+//!   maintenance) and the enqueue that raises a waiting job instead of adding one.
 //! * [`jobs`], [`user_list`], [`audit`]: the operators' read side (job list and detail,
 //!   user list, audit log) the dashboard renders.
 //! * [`attempts`]: every job attempt as it happened (recorded by a trigger), error search.
@@ -43,6 +45,7 @@ pub mod job_stats;
 pub mod jobs;
 pub mod owned_calendars;
 pub mod preferences;
+pub mod priority;
 pub mod queue;
 pub mod quota;
 pub mod render;

@@ -132,43 +132,25 @@ pub fn validate_reason(reason: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// Enqueue a sync of one user (or return the id of the job already active for them),
-/// audited as `sync_user` by `actor` in the same transaction. Same rules as the SQL
-/// API `calsync.enqueue_sync`, which this calls; the reason is validated first
-/// ([`validate_reason`]).
+/// Enqueue a sync of one user at the `api` class (or return the id of the job already
+/// active for them, raised to `api` if it was below), audited as `sync_user` by `actor`
+/// in the same transaction. Same rules as the SQL API `calsync.enqueue_sync`;
+/// [`crate::priority::request_sync`] chooses the class and says what happened.
 pub async fn enqueue_sync(
     pool: &PgPool,
     user_id: i64,
     reason: &str,
     actor: &str,
 ) -> Result<String, DomainError> {
-    validate_reason(reason)?;
-    let mut tx = pool.begin().await?;
-    let res = sqlx::query_scalar::<_, String>("SELECT calsync.enqueue_sync($1, $2)")
-        .bind(user_id)
-        .bind(reason)
-        .fetch_one(&mut *tx)
-        .await;
-    let job_id = match res {
-        Ok(id) => id,
-        Err(e) => {
-            let err = DomainError::from(e);
-            return match err.sqlstate().as_deref() {
-                Some("23503") => Err(DomainError::UnknownUser(user_id)),
-                Some("22023") => Err(DomainError::NoCalendar(user_id)),
-                _ => Err(err),
-            };
-        }
+    let req = crate::priority::SyncRequest {
+        user_id,
+        reason,
+        class: crate::priority::PriorityClass::Api,
+        due_now: false,
     };
-    audit(
-        &mut *tx,
-        actor,
-        "sync_user",
-        serde_json::json!({"user_id": user_id, "job_id": job_id, "reason": reason}),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(job_id)
+    Ok(crate::priority::request_sync(pool, &req, actor)
+        .await?
+        .job_id)
 }
 
 /// A nightly (or manual) fan-out pass.
@@ -244,7 +226,7 @@ pub async fn run_nightly_pass(
              INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key) \
              SELECT apalis.generate_ulid(), '{queue}', \
                     convert_to(jsonb_build_object('user_id', due.id, 'reason', 'nightly', 'run_id', $1::bigint)::text, 'UTF8'), \
-                    'Pending', 0, s.default_max_attempts, clock_timestamp(), 0, calsync.active_job_key(due.id) \
+                    'Pending', 0, s.default_max_attempts, clock_timestamp(), {priority}, calsync.active_job_key(due.id) \
              FROM due CROSS JOIN calsync.queue_settings s \
              ON CONFLICT (job_type, idempotency_key) DO NOTHING \
              RETURNING 1 \
@@ -258,7 +240,8 @@ pub async fn run_nightly_pass(
          FROM counts WHERE r.id = $1 \
          RETURNING r.*",
         due = crate::users::DUE_CONDITION,
-        queue = SYNC_QUEUE
+        queue = SYNC_QUEUE,
+        priority = crate::priority::PriorityClass::Nightly.priority(),
     )))
     .bind(run_id)
     .fetch_one(&mut *tx)
@@ -406,6 +389,9 @@ pub struct JobFilter {
     pub user_id: Option<i64>,
     pub run_id: Option<i64>,
     pub ids: Option<Vec<String>>,
+    /// Jobs of this priority class (`apalis.jobs.priority` within the class' range).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<crate::priority::PriorityClass>,
 }
 
 impl JobFilter {
@@ -431,6 +417,15 @@ impl JobFilter {
         }
         if let Some(ids) = &self.ids {
             qb.push(" AND j.id = ANY(").push_bind(ids.clone()).push(")");
+        }
+        if let Some(class) = self.class {
+            let (low, high) = class.range();
+            if let Some(low) = low {
+                qb.push(" AND coalesce(j.priority, 0) >= ").push_bind(low);
+            }
+            if let Some(high) = high {
+                qb.push(" AND coalesce(j.priority, 0) < ").push_bind(high);
+            }
         }
     }
 }
@@ -633,6 +628,10 @@ pub struct JobStatus {
     pub status: String,
     pub attempts: i32,
     pub max_attempts: i32,
+    /// `apalis.jobs.priority`.
+    pub priority: i32,
+    /// Its [`crate::priority::PriorityClass`] name.
+    pub class: String,
     pub run_at: DateTime<Utc>,
     pub done_at: Option<DateTime<Utc>>,
     pub last_result: Option<serde_json::Value>,
@@ -652,7 +651,8 @@ pub async fn job_status(
     job_id: &str,
 ) -> Result<Option<JobStatus>, DomainError> {
     Ok(sqlx::query_as::<_, JobStatus>(AssertSqlSafe(format!(
-        "SELECT j.id, j.job_type AS queue, {} AS state, j.status, j.attempts, j.max_attempts, j.run_at, \
+        "SELECT j.id, j.job_type AS queue, {} AS state, j.status, j.attempts, j.max_attempts, \
+                coalesce(j.priority, 0) AS priority, calsync.priority_class(coalesce(j.priority, 0)) AS class, j.run_at, \
                 j.done_at, j.last_result, calsync.job_payload(j.job) AS payload \
          FROM apalis.jobs j WHERE j.id = $1",
         JobState::SQL_EXPR

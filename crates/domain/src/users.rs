@@ -176,9 +176,14 @@ pub async fn finish_sync(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {
     /// Another attempt follows (the queue trigger schedules it with backoff), not
-    /// before `not_before` from now when set (e.g. Google's daily quota). The user's
+    /// before `not_before` from now when set (e.g. Google's daily quota). `quota`: the
+    /// job waits on Google's quota (a rate-limit or quota answer), recorded in
+    /// `calsync.quota_waits` so a "due now" request leaves its time alone. The user's
     /// status is left as it is.
-    Retry { not_before: Option<Duration> },
+    Retry {
+        not_before: Option<Duration>,
+        quota: bool,
+    },
     /// The job ends here: the user's status becomes `status`.
     Final { status: SyncStatus },
 }
@@ -226,9 +231,23 @@ pub async fn record_attempt_failure(
         .execute(&mut *tx)
         .await?;
     }
+    if let AttemptOutcome::Retry { quota, .. } = failure.outcome {
+        // Why the job waits: Google's quota, or only the queue's backoff.
+        let sql = if quota {
+            "INSERT INTO calsync.quota_waits (job_id) SELECT id FROM apalis.jobs WHERE id = $1 \
+             ON CONFLICT (job_id) DO UPDATE SET recorded_at = now()"
+        } else {
+            "DELETE FROM calsync.quota_waits WHERE job_id = $1"
+        };
+        sqlx::query(sql)
+            .bind(failure.job_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     match failure.outcome {
         AttemptOutcome::Retry {
             not_before: Some(wait),
+            ..
         } => {
             sqlx::query(
                 "INSERT INTO calsync.retry_hints (job_id, not_before) \
@@ -240,7 +259,9 @@ pub async fn record_attempt_failure(
             .execute(&mut *tx)
             .await?;
         }
-        AttemptOutcome::Retry { not_before: None } => {}
+        AttemptOutcome::Retry {
+            not_before: None, ..
+        } => {}
         AttemptOutcome::Final { status } => {
             queue::audit(
                 &mut *tx,

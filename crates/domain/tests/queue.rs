@@ -940,6 +940,7 @@ async fn a_failed_attempt_is_recorded_in_one_place(pool: PgPool) {
         &failure(
             AttemptOutcome::Retry {
                 not_before: Some(std::time::Duration::from_secs(600)),
+                quota: true,
             },
             "quota \0 exceeded",
         ),

@@ -159,8 +159,13 @@ pub enum UserAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     /// Try again later (rate limits, server errors, timeouts, network); not before
-    /// `retry_after` when the provider asked for a long wait.
-    Retryable { retry_after: Option<Duration> },
+    /// `retry_after` when the provider asked for a long wait. `quota`: the provider's
+    /// quota refused the call (rate limit, daily quota), so the wait is the provider's,
+    /// not just the queue's backoff ("due now" leaves such a job alone).
+    Retryable {
+        retry_after: Option<Duration>,
+        quota: bool,
+    },
     /// Retrying cannot help (the request is invalid, access is denied, misconfiguration).
     Permanent,
     /// Retrying cannot help until someone acts.
@@ -189,7 +194,10 @@ impl BackendError {
     /// A retryable failure.
     pub fn retryable(kind: &'static str, message: impl Into<String>) -> BackendError {
         BackendError {
-            class: ErrorClass::Retryable { retry_after: None },
+            class: ErrorClass::Retryable {
+                retry_after: None,
+                quota: false,
+            },
             kind,
             message: message.into(),
         }
@@ -212,7 +220,7 @@ impl BackendError {
     /// The earliest time a retry makes sense, when the provider asked for a long wait.
     pub fn retry_after(&self) -> Option<Duration> {
         match self.class {
-            ErrorClass::Retryable { retry_after } => retry_after,
+            ErrorClass::Retryable { retry_after, .. } => retry_after,
             _ => None,
         }
     }

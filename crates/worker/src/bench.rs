@@ -7,7 +7,8 @@
 //! 4. sync: users/s and Google calls per user against the fake with injected latency,
 //!    for changed vs. unchanged users;
 //! 5. dashboard job pages at 1,000,000 jobs;
-//! 6. a campus-wide holiday flagging 40,000 students vs. a bare UPDATE of the same users.
+//! 6. a campus-wide holiday flagging 40,000 students vs. a bare UPDATE of the same users;
+//! 7. an interactive enqueue → start behind a 20,000-job nightly backlog vs. idle.
 
 use std::{
     process::ExitCode,
@@ -30,6 +31,7 @@ use crate::{
 };
 
 mod dashboard_health;
+mod priority;
 
 /// One measured comparison.
 #[derive(Debug, Serialize)]
@@ -126,6 +128,8 @@ async fn run_all(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     rows.extend(dashboard_health::run(pool, scaled(1_000_000.0, args.scale)).await?);
     println!("==> campus-wide holiday flagging");
     rows.push(campus_wide_holiday(pool, scaled(40_000.0, args.scale)).await?);
+    println!("==> interactive sync behind the nightly backlog");
+    rows.push(priority::run(pool, scaled(20_000.0, args.scale)).await?);
     Ok(rows)
 }
 

@@ -203,7 +203,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "CALSYNC_WORKER_DASHBOARD_LISTEN")]
     pub dashboard_listen: Option<SocketAddr>,
     /// Database connections of this process (default: concurrency + 6; never fewer
-    /// than concurrency + 3, as each running sync holds one).
+    /// than concurrency + 4, as each running sync holds one).
     #[arg(long, env = "CALSYNC_DB_MAX_CONNECTIONS")]
     pub db_max_connections: Option<u32>,
     #[command(flatten)]
@@ -270,6 +270,14 @@ pub struct SyncUserArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Priority class: interactive, api, nightly or maintenance. A waiting job of the
+    /// user is raised to it (never lowered).
+    #[arg(long, default_value = "interactive")]
+    pub class: String,
+    /// Also make the user's job due now if it waits on its retry backoff (not when it
+    /// waits on Google's quota).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub due_now: bool,
     /// Enqueue nothing: list the calendar and print what a sync would insert, update,
     /// restore and delete, field by field (reads Google, writes nothing).
     #[arg(long, conflicts_with = "wait")]

@@ -7,6 +7,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use anyhow::{Context, bail};
 use calsync_domain::{
     credentials,
+    priority::{self, PriorityClass, RequestOutcome, Requested, SyncRequest},
     queue::{self, JobState, RunTrigger},
     users,
 };
@@ -274,12 +275,20 @@ async fn nightly(url: DatabaseUrl, args: NightlyArgs) -> anyhow::Result<ExitCode
 }
 
 async fn sync_user(url: DatabaseUrl, args: SyncUserArgs) -> anyhow::Result<ExitCode> {
+    let class = PriorityClass::parse(&args.class)?;
     let pool = cli_pool(url).await?;
     if args.dry_run {
         return sync_user_dry_run(&pool, args).await;
     }
-    let job_id = queue::enqueue_sync(&pool, args.user_id, "cli", "cli").await?;
-    println!("job {job_id} enqueued for user {}", args.user_id);
+    let req = SyncRequest {
+        user_id: args.user_id,
+        reason: "cli",
+        class,
+        due_now: args.due_now,
+    };
+    let requested = priority::request_sync(&pool, &req, "cli").await?;
+    let job_id = requested.job_id.clone();
+    println!("{}", describe_request(args.user_id, &requested));
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -314,6 +323,33 @@ async fn sync_user(url: DatabaseUrl, args: SyncUserArgs) -> anyhow::Result<ExitC
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// One line saying what a sync request did.
+fn describe_request(user_id: i64, r: &Requested) -> String {
+    let job = &r.job_id;
+    let class = r.class;
+    let mut line = match r.outcome {
+        RequestOutcome::Enqueued => format!("job {job} enqueued for user {user_id} ({class})"),
+        RequestOutcome::Raised => {
+            format!("job {job} of user {user_id} was waiting; raised to {class}")
+        }
+        RequestOutcome::Unchanged => {
+            format!("job {job} of user {user_id} is already waiting ({class})")
+        }
+        RequestOutcome::Running => format!(
+            "job {job} of user {user_id} is running now; no second job (a change it missed keeps the user flagged: ask again once it has finished)"
+        ),
+    };
+    if r.made_due {
+        line.push_str("; due now instead of after its retry backoff");
+    }
+    if r.demoted {
+        line.push_str(
+            "; this caller's budget above the nightly class is spent for now, so it counts as nightly",
+        );
+    }
+    line
 }
 
 /// `calsync sync-user ID --dry-run`: what a sync would change, written nowhere.

@@ -21,8 +21,13 @@ use crate::backend::{ErrorClass, UserAction};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Try again with the queue's backoff, and not before `after` when set (the
-    /// provider asked for a long wait). The user's status is unchanged.
-    Retry { after: Option<Duration> },
+    /// provider asked for a long wait). `quota`: the provider's quota refused the call,
+    /// so the job waits on the provider ("due now" requests leave it alone). The
+    /// user's status is unchanged.
+    Retry {
+        after: Option<Duration>,
+        quota: bool,
+    },
     /// A retryable error on the last attempt: the job ends Failed and the user is
     /// marked `failing` (the next nightly pass tries again).
     OutOfAttempts,
@@ -63,7 +68,10 @@ pub fn decide(
             if attempt >= max_attempts {
                 Decision::OutOfAttempts
             } else {
-                Decision::Retry { after: None }
+                Decision::Retry {
+                    after: None,
+                    quota: false,
+                }
             }
         }
         ErrorClass::NeedsUser(UserAction::RecreateCalendar) => {
@@ -71,7 +79,10 @@ pub fn decide(
         }
         ErrorClass::Permanent => Decision::Kill,
         ErrorClass::Retryable { .. } if attempt >= max_attempts => Decision::OutOfAttempts,
-        ErrorClass::Retryable { retry_after } => Decision::Retry { after: retry_after },
+        ErrorClass::Retryable { retry_after, quota } => Decision::Retry {
+            after: retry_after,
+            quota,
+        },
     }
 }
 
@@ -84,7 +95,10 @@ impl Decision {
     /// What the domain records for the user.
     pub fn outcome(self) -> AttemptOutcome {
         match self {
-            Decision::Retry { after } => AttemptOutcome::Retry { not_before: after },
+            Decision::Retry { after, quota } => AttemptOutcome::Retry {
+                not_before: after,
+                quota,
+            },
             Decision::OutOfAttempts | Decision::Kill => AttemptOutcome::Final {
                 status: SyncStatus::Failing,
             },
@@ -110,7 +124,10 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
 
     fn retryable(after: Option<Duration>) -> ErrorClass {
-        ErrorClass::Retryable { retry_after: after }
+        ErrorClass::Retryable {
+            retry_after: after,
+            quota: after.is_some(),
+        }
     }
 
     #[test]
@@ -118,7 +135,10 @@ mod tests {
         for attempt in 1..8 {
             assert_eq!(
                 decide(retryable(None), attempt, 8, U),
-                Decision::Retry { after: None },
+                Decision::Retry {
+                    after: None,
+                    quota: false
+                },
                 "attempt {attempt}"
             );
         }
@@ -132,7 +152,10 @@ mod tests {
     fn a_retry_hint_is_passed_on_but_never_buys_an_extra_attempt() {
         assert_eq!(
             decide(retryable(Some(HOUR)), 3, 8, U),
-            Decision::Retry { after: Some(HOUR) }
+            Decision::Retry {
+                after: Some(HOUR),
+                quota: true
+            }
         );
         assert_eq!(
             decide(retryable(Some(HOUR)), 8, 8, U),
@@ -141,7 +164,8 @@ mod tests {
         assert_eq!(
             decide(retryable(Some(HOUR)), 3, 8, U).outcome(),
             AttemptOutcome::Retry {
-                not_before: Some(HOUR)
+                not_before: Some(HOUR),
+                quota: true
             }
         );
     }
@@ -207,7 +231,10 @@ mod tests {
         let gone = ErrorClass::NeedsUser(UserAction::RecreateCalendar);
         assert_eq!(
             decide(gone, 1, 8, Calendars::Provisioned),
-            Decision::Retry { after: None }
+            Decision::Retry {
+                after: None,
+                quota: false
+            }
         );
         assert_eq!(
             decide(gone, 8, 8, Calendars::Provisioned),

@@ -18,6 +18,7 @@ use axum::{
 };
 use calsync_domain::{
     DomainError,
+    priority::{self, PriorityClass},
     queue::{self, JobState},
 };
 use serde::{Deserialize, Serialize};
@@ -180,13 +181,21 @@ fn is_invalid_input(e: &DomainError) -> bool {
 #[derive(Debug, Default, Deserialize)]
 struct EnqueueBody {
     reason: Option<String>,
+    /// A priority class name (`interactive`, `api`, `nightly`, `maintenance`); default
+    /// `api`. Parsed by the domain for a clear error.
+    class: Option<String>,
+    /// Make a job waiting on its retry backoff due now.
+    #[serde(default)]
+    due_now: bool,
 }
 
 /// Answer of the enqueue request.
 #[derive(Debug, Serialize)]
 struct Enqueued {
-    job_id: String,
     user_id: i64,
+    /// `job_id`, `outcome`, `class`, `made_due`, `demoted`, `run_at`.
+    #[serde(flatten)]
+    requested: priority::Requested,
 }
 
 async fn enqueue(
@@ -223,12 +232,31 @@ async fn enqueue(
             }
         }
     };
+    let class = match body.class.as_deref().map(PriorityClass::parse) {
+        None => PriorityClass::Api,
+        Some(Ok(class)) => class,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, "invalid_class", e.to_string()),
+    };
     // The domain validates the reason (length, control characters): InvalidInput → 400.
     let reason = body.reason.unwrap_or_else(|| "http".into());
-    match queue::enqueue_sync(&st.pool, user_id, &reason, "http-api").await {
-        Ok(job_id) => {
-            tracing::info!(user_id, job_id, reason, "sync enqueued over HTTP");
-            (StatusCode::ACCEPTED, Json(Enqueued { job_id, user_id })).into_response()
+    let req = priority::SyncRequest {
+        user_id,
+        reason: &reason,
+        class,
+        due_now: body.due_now,
+    };
+    match priority::request_sync(&st.pool, &req, "http-api").await {
+        Ok(requested) => {
+            tracing::info!(
+                user_id,
+                job_id = requested.job_id,
+                reason,
+                class = %requested.class,
+                outcome = requested.outcome.as_str(),
+                demoted = requested.demoted,
+                "sync requested over HTTP"
+            );
+            (StatusCode::ACCEPTED, Json(Enqueued { user_id, requested })).into_response()
         }
         Err(DomainError::UnknownUser(id)) => error(
             StatusCode::NOT_FOUND,

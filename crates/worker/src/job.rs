@@ -197,9 +197,11 @@ fn log_failure(ctx: &AttemptCtx<'_>, user_id: Option<i64>, decision: Decision, e
     let (job_id, attempt, max_attempts, kind) =
         (ctx.job_id, ctx.attempt, ctx.max_attempts, e.kind());
     match decision {
-        Decision::Retry { after } => tracing::warn!(job_id, user_id, attempt, max_attempts, kind,
+        Decision::Retry { after, .. } => {
+            tracing::warn!(job_id, user_id, attempt, max_attempts, kind,
             not_before_secs = after.map(|d| d.as_secs()), error = %e,
-            "user sync failed; will retry with backoff"),
+            "user sync failed; will retry with backoff")
+        }
         Decision::OutOfAttempts => tracing::error!(job_id, user_id, attempt, max_attempts, kind,
             error = %e, "user sync failed on its last attempt"),
         Decision::Kill => tracing::error!(job_id, user_id, attempt, max_attempts, kind, error = %e,

@@ -178,20 +178,42 @@ impl Runtime {
             pool: pool.clone(),
             engine,
         });
+        // One of the process' job slots is a fast lane that only takes jobs above the
+        // nightly class (see `fast_lane_name`), so "Sync now" never waits for a nightly
+        // job to finish; the other slots take any job, most urgent first.
+        let fast_lane = config.concurrency >= 2;
+        let slots = usize::from(config.concurrency) - usize::from(fast_lane);
         tasks.spawn(supervise("sync-worker", shutdown.clone(), {
             let pool = pool.clone();
             let config = Arc::new(config.clone());
             let base = base.clone();
             let ready = ready.clone();
+            let deps = deps.clone();
             move |generation, sd| {
                 let pool = pool.clone();
                 let config = config.clone();
                 let deps = deps.clone();
                 let name = format!("{base}-sync-{generation}");
                 let ready = ready.clone();
-                async move { run_sync_worker(pool, config, deps, name, ready, sd).await }
+                async move { run_sync_worker(pool, config, deps, name, slots, ready, sd).await }
             }
         }));
+        if fast_lane {
+            tasks.spawn(supervise("fast-lane-worker", shutdown.clone(), {
+                let pool = pool.clone();
+                let config = Arc::new(config.clone());
+                let base = base.clone();
+                move |generation, sd| {
+                    let pool = pool.clone();
+                    let config = config.clone();
+                    let deps = deps.clone();
+                    let name = fast_lane_name(&format!("{base}-sync-{generation}"));
+                    // Readiness follows the main sync worker.
+                    let ready = Arc::new(AtomicBool::new(false));
+                    async move { run_sync_worker(pool, config, deps, name, 1, ready, sd).await }
+                }
+            }));
+        }
         if let Some(cron) = &config.cron {
             tasks.spawn(supervise("nightly-cron", shutdown.clone(), {
                 let pool = pool.clone();
@@ -266,11 +288,22 @@ where
     }
 }
 
+/// The name of a fast-lane worker: the queue trigger refuses to hand such a worker a job
+/// at or below the nightly class (`calsync.jobs_fast_lane`, matching the suffix
+/// [`calsync_domain::priority::FAST_LANE_SUFFIX`]).
+fn fast_lane_name(base: &str) -> String {
+    format!("{base}{}", calsync_domain::priority::FAST_LANE_SUFFIX)
+}
+
+/// An apalis worker of `SyncUserJob`s running `slots` jobs at once. It fetches one job
+/// per free slot (batch size 1): a prefetched batch would make an urgent job enqueued
+/// just after the fetch wait for every job of the batch.
 async fn run_sync_worker(
     pool: PgPool,
     config: Arc<WorkerConfig>,
     deps: Arc<JobDeps>,
     name: String,
+    slots: usize,
     ready: Arc<AtomicBool>,
     shutdown: Shutdown,
 ) -> Result<(), String> {
@@ -281,7 +314,7 @@ async fn run_sync_worker(
         .map_err(|e| format!("recording worker liveness: {e}"))?;
     let apalis_config = Config::default()
         .queue(SYNC_QUEUE)
-        .batch_size(config.concurrency as usize)
+        .batch_size(1)
         .heartbeat_interval(config.heartbeat)
         .missed_heartbeats(MISSED_HEARTBEATS as usize);
     let backend = crate::job::raw_payloads(
@@ -292,12 +325,12 @@ async fn run_sync_worker(
     );
     let worker = WorkerBuilder::new(name.clone())
         .backend(backend)
-        .concurrency(config.concurrency as usize)
+        .concurrency(slots)
         .timeout(config.job_timeout)
         .data(deps)
         .build(handle_sync_user);
     ready.store(true, Ordering::Relaxed);
-    tracing::info!(worker = %name, "sync worker running");
+    tracing::info!(worker = %name, slots, "sync worker running");
     let res = worker
         .run_until(async move {
             shutdown.wait().await;

@@ -272,3 +272,75 @@ async fn health_readiness_and_metrics(pool: PgPool) {
     assert!(body.contains("calsync_jobs{state=\"pending\"} 1"), "{body}");
     assert!(body.contains("calsync_users{state=\"due\"} 1"), "{body}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn enqueue_over_http_takes_a_priority_class_and_raises_a_waiting_job(pool: PgPool) {
+    let app = app(&pool, None, "127.0.0.1:5000", true).await;
+    let alice = user(&pool, Some("cal-a")).await;
+    let uri = format!("/v1/users/{alice}/sync");
+
+    // Default: the api class.
+    let (s, body) = call(&app, "POST", &uri, None, "").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["outcome"].as_str(), v["class"].as_str(), &v["demoted"]),
+        (Some("enqueued"), Some("api"), &serde_json::json!(false))
+    );
+    let job_id = v["job_id"].as_str().unwrap().to_string();
+
+    // Interactive raises the same job; asking lower never lowers it.
+    let (s, body) = call(
+        &app,
+        "POST",
+        &uri,
+        None,
+        r#"{"class": "interactive", "due_now": true}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["job_id"], job_id.as_str());
+    assert_eq!(v["outcome"], "raised");
+    assert_eq!(v["class"], "interactive");
+    assert_eq!(v["made_due"], false, "a pending job is not on a backoff");
+    let (_, body) = call(&app, "POST", &uri, None, r#"{"class": "maintenance"}"#).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["outcome"].as_str(), v["class"].as_str()),
+        (Some("unchanged"), Some("interactive"))
+    );
+
+    // The job's status names its class.
+    let (s, body) = call(&app, "GET", &format!("/v1/jobs/{job_id}"), None, "").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["class"].as_str(), v["priority"].as_i64()),
+        (Some("interactive"), Some(200))
+    );
+
+    // Unknown or malformed classes: 400 naming the known ones; nothing changes.
+    for bad in [
+        r#"{"class": "urgent"}"#,
+        r#"{"class": "Interactive"}"#,
+        r#"{"class": 1}"#,
+    ] {
+        let (s, body) = call(&app, "POST", &uri, None, bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body.contains("invalid_class") || body.contains("invalid_body"),
+            "{bad}: {body}"
+        );
+    }
+    let (_, body) = call(&app, "POST", &uri, None, r#"{"class": "urgent"}"#).await;
+    assert!(
+        body.contains("interactive, api, nightly, maintenance"),
+        "{body}"
+    );
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+}

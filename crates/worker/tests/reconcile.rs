@@ -775,7 +775,13 @@ async fn a_retryable_failure_is_retried_then_fails_the_user_on_the_last_attempt(
     w.fake
         .add_fault(FaultRule::error(503, "backendError").method("events.list"));
     let (decision, error) = attempt(&w, 1, 3).await;
-    assert_eq!(decision, Decision::Retry { after: None });
+    assert_eq!(
+        decision,
+        Decision::Retry {
+            after: None,
+            quota: false
+        }
+    );
     assert!(error.contains("503"), "{error}");
     let (_, _, status, last) = user_row(&w.pool, w.user).await;
     assert_eq!(status, "ok", "a retry leaves the status alone");
@@ -807,7 +813,8 @@ async fn a_daily_quota_error_leaves_a_retry_hint_for_the_queue(pool: PgPool) {
     assert_eq!(
         decision,
         Decision::Retry {
-            after: Some(Duration::from_secs(3600))
+            after: Some(Duration::from_secs(3600)),
+            quota: true
         }
     );
     let wait: f64 = sqlx::query_scalar(

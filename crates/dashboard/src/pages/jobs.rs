@@ -8,6 +8,7 @@ use axum::extract::State;
 use calsync_domain::{
     attempts::{self, Attempt, AttemptOutcome, ErrorSearch},
     jobs::{self, JobDetail, JobSummary},
+    priority::PriorityClass,
     queue::{self, ActionOutcome, JobFilter, JobState},
 };
 use chrono::{DateTime, Utc};
@@ -32,12 +33,17 @@ fn filter_from(p: &Params) -> Result<JobFilter, PageError> {
             JobState::parse(s).ok_or_else(|| PageError::BadRequest(format!("unknown state {s:?}")))
         })
         .transpose()?;
+    let class = p
+        .get("class")
+        .map(|c| PriorityClass::parse(c).map_err(|e| PageError::BadRequest(e.to_string())))
+        .transpose()?;
     Ok(JobFilter {
         state,
         queue: p.get("queue").map(str::to_string),
         user_id: p.number("user_id", "user id")?,
         run_id: p.number("run_id", "run id")?,
         ids: None,
+        class,
     })
 }
 
@@ -56,7 +62,19 @@ fn filter_fields(f: &JobFilter) -> Vec<(&'static str, String)> {
     if let Some(r) = f.run_id {
         v.push(("run_id", r.to_string()));
     }
+    if let Some(c) = f.class {
+        v.push(("class", c.as_str().to_string()));
+    }
     v
+}
+
+/// A priority class, with the raw priority when it is not the class' own number (a
+/// raw INSERT by another service).
+fn class_cell(class: PriorityClass, priority: i32) -> Markup {
+    html! {
+        span class={ "cls cls-" (class.as_str()) } { (class.as_str()) }
+        @if priority != class.priority() { " " span.muted { "(" (priority) ")" } }
+    }
 }
 
 /// The duration cell: the last attempt's, or "running …" for the current one.
@@ -79,19 +97,22 @@ fn table_with(rows: &[JobSummary], searched: bool) -> Markup {
     html! {
         table {
             tr {
-                th { "job" } th { "queue" } th { "state" } th { "user" }
+                th { "job" } th { "queue" } th { "state" }
+                th title="priority class: interactive > api > nightly > maintenance" { "class" }
+                th { "user" }
                 th.num { "attempts" } th { "run at" }
                 th title="the last attempt's, or the running attempt's so far" { "duration" }
                 th { @if searched { "matching error" } @else { "last error" } }
             }
             @if rows.is_empty() {
-                tr { td.muted colspan="8" { "No jobs match." } }
+                tr { td.muted colspan="9" { "No jobs match." } }
             }
             @for j in rows {
                 tr {
                     td { a href={ "/jobs/" (enc(&j.id)) } { code { (j.id) } } }
                     td { (j.queue) }
                     td { (job_badge(j.state)) }
+                    td { (class_cell(j.class, j.priority)) }
                     td {
                         @if let Some(u) = j.user_id { a href={ "/users/" (u) } { (u) } } @else { "—" }
                     }
@@ -151,6 +172,15 @@ pub async fn list(
                     option value="" { "any" }
                     @for s in JobState::ALL {
                         option selected[f.state == Some(s)] { (s.as_str()) }
+                    }
+                }
+            }
+            label {
+                "class "
+                select name="class" {
+                    option value="" { "any" }
+                    @for c in PriorityClass::ALL {
+                        option selected[f.class == Some(c)] { (c.as_str()) }
                     }
                 }
             }
@@ -345,7 +375,7 @@ fn detail_body(ctx: &Ctx, j: &JobDetail, tries: &[Attempt], now: DateTime<Utc>) 
             tr { th { "locked at" } td { (ts(j.lock_at)) } }
             tr { th { "done at" } td { (ts(j.done_at)) } }
             tr { th { "active-job key" } td { (j.idempotency_key.as_deref().unwrap_or("")) } }
-            tr { th { "priority" } td { (j.priority) } }
+            tr { th { "priority" } td { (class_cell(j.class, j.priority)) " " span.muted { "(priority " (j.priority) ")" } } }
         }
         h2 { "Payload" }
         pre { (payload_text) }

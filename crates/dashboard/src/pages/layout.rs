@@ -30,6 +30,7 @@ pre{background:#fff;border:1px solid #e3e6eb;padding:.6rem;overflow:auto;max-hei
 .st{display:inline-block;padding:0 .45rem;border-radius:.6rem;font-size:12px;background:#e4e7ec}\
 .st-failed,.st-killed,.st-needs_reauth,.st-calendar_missing,.st-failing{background:#f9d6d2}.st-done,.st-ok{background:#d4efd9}\
 .st-running{background:#d6e4fb}.st-retrying,.st-retried{background:#fbecc8}.st-abandoned{background:#e6dcf5}form.inline{display:inline}\
+.cls{font-size:12px}.cls-interactive{font-weight:600}.cls-maintenance{color:#667}\
 button{font:inherit;padding:.2rem .7rem;border:1px solid #8592a8;border-radius:.25rem;background:#fff;cursor:pointer}\
 button.danger{border-color:#c0392b;color:#c0392b}input,select{font:inherit;padding:.2rem .3rem}\
 .cards{display:flex;gap:.8rem;flex-wrap:wrap}.card{background:#fff;border:1px solid #e3e6eb;padding:.6rem .9rem;min-width:9rem}\

@@ -8,7 +8,8 @@ use axum::extract::State;
 use calsync_domain::{
     DomainError,
     jobs::{self, JobSummary},
-    queue::{self, JobFilter},
+    priority::{self, PriorityClass, RequestOutcome, Requested, SyncRequest},
+    queue::{JobFilter, JobState},
     user_list::{self, UserFilter, UserQuery},
     users,
 };
@@ -122,7 +123,7 @@ pub async fn detail(
     let week = calsync_domain::week::student_week(&st.pool, id).await?;
     let body = html! {
         (profile(id, &u))
-        (actions(&ctx, id))
+        (actions(&ctx, id, recent.iter().any(|j| j.state == JobState::Retrying)))
         (super::check::section(&ctx, id, st.preview.is_some()))
         (super::week::section(&week))
         (recent_jobs(id, &recent))
@@ -148,10 +149,20 @@ fn profile(id: i64, u: &users::User) -> Markup {
     }
 }
 
-fn actions(ctx: &Ctx, id: i64) -> Markup {
+/// "Sync now" (interactive class: ahead of the nightly backlog; a waiting job is raised,
+/// never duplicated) and, while the user's job waits on its retry backoff, the same
+/// with the wait skipped.
+fn actions(ctx: &Ctx, id: i64, retrying: bool) -> Markup {
+    let back = ("back", format!("/users/{id}"));
     html! {
         @if ctx.admin() {
-            p { (button(&format!("/users/{id}/sync"), "Sync now", ctx.csrf(), &[("back", format!("/users/{id}"))], false)) }
+            p {
+                (button(&format!("/users/{id}/sync"), "Sync now", ctx.csrf(), std::slice::from_ref(&back), false))
+                @if retrying {
+                    " "
+                    (button(&format!("/users/{id}/sync"), "Sync now, skip the retry wait", ctx.csrf(), &[back.clone(), ("due_now", "true".into())], false))
+                }
+            }
         }
     }
 }
@@ -171,10 +182,16 @@ pub async fn sync_now(
     act: Action,
 ) -> PageResult {
     let here = format!("/users/{id}");
-    match queue::enqueue_sync(&st.pool, id, "dashboard", act.actor()).await {
-        Ok(job) => {
-            tracing::info!(user_id = id, job_id = %job, "dashboard: sync enqueued");
-            Ok(act.back_to(&here, &format!("Sync of user {id} queued as job {job}")))
+    let req = SyncRequest {
+        user_id: id,
+        reason: "dashboard",
+        class: PriorityClass::Interactive,
+        due_now: act.form.get("due_now") == Some("true"),
+    };
+    match priority::request_sync(&st.pool, &req, act.actor()).await {
+        Ok(r) => {
+            tracing::info!(user_id = id, job_id = %r.job_id, outcome = r.outcome.as_str(), class = %r.class, "dashboard: sync requested");
+            Ok(act.back_to(&here, &sync_flash(id, &r)))
         }
         Err(DomainError::UnknownUser(_)) => {
             Ok(act.back_to("/users", &format!("Unknown user {id}")))
@@ -185,4 +202,32 @@ pub async fn sync_now(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The flash message after "Sync now".
+fn sync_flash(id: i64, r: &Requested) -> String {
+    let job = &r.job_id;
+    let mut text = match r.outcome {
+        RequestOutcome::Enqueued => format!("Sync of user {id} queued as job {job} ({})", r.class),
+        RequestOutcome::Raised => format!(
+            "User {id} already had job {job} waiting; it now runs ahead of the nightly backlog ({})",
+            r.class
+        ),
+        RequestOutcome::Unchanged => format!(
+            "User {id} already has job {job} waiting at {} priority",
+            r.class
+        ),
+        RequestOutcome::Running => format!(
+            "Job {job} of user {id} is running now, so no second job was queued. A change it missed keeps the user flagged: press Sync now again once it has finished"
+        ),
+    };
+    if r.made_due {
+        text.push_str("; it no longer waits for its retry backoff");
+    }
+    if r.demoted {
+        text.push_str(
+            ". The dashboard's budget of syncs ahead of the nightly is spent for this minute, so it was queued at nightly priority",
+        );
+    }
+    text
 }

@@ -124,10 +124,11 @@ pub const CLI_POOL_SIZE: u32 = 2;
 /// Database connections of a dashboard process (default).
 pub const DASHBOARD_POOL_SIZE: u32 = 5;
 /// A worker's connections beyond one per concurrent sync (default): the LISTEN
-/// connection, apalis' fetch, acknowledgement and heartbeat, the cron and the HTTP API.
+/// connections (the sync worker's and its fast lane's), apalis' fetch, acknowledgement
+/// and heartbeat, the cron and the HTTP API.
 pub const WORKER_POOL_EXTRA: u32 = 6;
 /// The fewest connections beyond one per concurrent sync a worker runs with.
-pub const WORKER_POOL_MIN_EXTRA: u32 = 3;
+pub const WORKER_POOL_MIN_EXTRA: u32 = 4;
 
 /// Where and how a process connects.
 #[derive(Debug, Clone)]
@@ -164,7 +165,7 @@ impl DatabaseConfig {
     /// A worker running `concurrency` syncs at once. Each running sync holds one
     /// connection for its per-user advisory lock and borrows another briefly, so the
     /// budget follows concurrency: `concurrency + 6` unless configured, and never less
-    /// than `concurrency + 3` (a lower `configured` is raised; see [`Self::raised_from`]).
+    /// than `concurrency + 4` (a lower `configured` is raised; see [`Self::raised_from`]).
     pub fn worker(url: DatabaseUrl, concurrency: u16, configured: Option<u32>) -> DatabaseConfig {
         let c = u32::from(concurrency);
         let floor = c + WORKER_POOL_MIN_EXTRA;
@@ -225,7 +226,7 @@ mod tests {
         assert_eq!(w.max_connections, 14);
         assert_eq!(w.raised_from(None), None);
         let w = DatabaseConfig::worker(url(), 8, Some(4));
-        assert_eq!(w.max_connections, 11, "never below concurrency + 3");
+        assert_eq!(w.max_connections, 12, "never below concurrency + 4");
         assert_eq!(w.raised_from(Some(4)), Some(4));
         assert_eq!(
             DatabaseConfig::worker(url(), 8, Some(40)).max_connections,

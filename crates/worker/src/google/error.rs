@@ -72,12 +72,20 @@ impl GoogleError {
     /// What the failure means, in the provider-neutral vocabulary.
     pub fn class(&self) -> ErrorClass {
         match self {
-            GoogleError::Retryable { retry_after, .. } => ErrorClass::Retryable {
+            GoogleError::Retryable {
+                retry_after,
+                rate_limited,
+                ..
+            } => ErrorClass::Retryable {
                 retry_after: *retry_after,
+                quota: *rate_limited,
             },
             // A token refused twice in a row, or the database: worth another attempt.
             GoogleError::Unauthorized { .. } | GoogleError::Database(_) | GoogleError::Quota(_) => {
-                ErrorClass::Retryable { retry_after: None }
+                ErrorClass::Retryable {
+                    retry_after: None,
+                    quota: false,
+                }
             }
             GoogleError::NeedsReauth { .. } => ErrorClass::NeedsUser(UserAction::Reauthenticate),
             GoogleError::CalendarMissing { .. } => {
@@ -261,7 +269,10 @@ mod tests {
                 method: "events.list"
             })
             .class,
-            ErrorClass::Retryable { retry_after: None }
+            ErrorClass::Retryable {
+                retry_after: None,
+                quota: false
+            }
         );
         assert!(
             GoogleError::BadRequest {

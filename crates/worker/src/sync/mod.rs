@@ -97,9 +97,10 @@ impl SyncError {
     pub fn class(&self) -> ErrorClass {
         match self {
             SyncError::UnknownUser(_) | SyncError::NoCalendar(_) => ErrorClass::Permanent,
-            SyncError::AlreadyRunning(_) | SyncError::Database { .. } => {
-                ErrorClass::Retryable { retry_after: None }
-            }
+            SyncError::AlreadyRunning(_) | SyncError::Database { .. } => ErrorClass::Retryable {
+                retry_after: None,
+                quota: false,
+            },
             SyncError::Backend { source, .. } => source.class,
         }
     }
@@ -112,7 +113,7 @@ impl SyncError {
     /// The earliest time a retry makes sense, when the provider asked for a long wait.
     pub fn retry_after(&self) -> Option<Duration> {
         match self.class() {
-            ErrorClass::Retryable { retry_after } => retry_after,
+            ErrorClass::Retryable { retry_after, .. } => retry_after,
             _ => None,
         }
     }
