@@ -171,6 +171,10 @@ pub async fn enqueue_sync(
     Ok(job_id)
 }
 
+/// The apalis `priority` of the jobs the nightly pass enqueues (apalis fetches higher
+/// priorities first).
+pub const NIGHTLY_PRIORITY: i32 = 0;
+
 /// A nightly (or manual) fan-out pass.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct NightlyRun {
@@ -234,18 +238,38 @@ pub async fn run_nightly_pass(
         tx.rollback().await?;
         return Ok(None);
     };
-    // run_at = clock_timestamp() (just after the transaction's now()) keeps apalis'
-    // per-row NOTIFY quiet (100,000 notifications would flood every listener); one NOTIFY
-    // below wakes the workers once for the whole batch.
+    // The fan-out never needs JIT: a statement this simple only pays for compiling.
+    sqlx::query("SET LOCAL jit = off")
+        .execute(&mut *tx)
+        .await?;
+    // Run progress of earlier runs goes into their rows now, so their counters stay
+    // cheap to read.
+    sqlx::query("SELECT calsync.fold_nightly_run_progress()")
+        .execute(&mut *tx)
+        .await?;
+    // One statement for every due user. Per row only plain SQL runs (no PL/pgSQL, so
+    // the queue trigger's WHEN lets the rows through, see migration …0300):
+    // * the id: the run's ULID time prefix (one apalis.generate_ulid() per statement,
+    //   between the run's started_at and enqueue_finished_at, so a run's jobs are an id
+    //   range) and 16 hex digits — valid ULID characters — of a random base plus the
+    //   user id: unique within the run, random across runs, ascending with the user;
+    // * run_at = clock_timestamp() (just after the transaction's now()) keeps apalis'
+    //   per-row NOTIFY quiet (100,000 notifications would flood every listener); one
+    //   NOTIFY below wakes the workers once for the whole batch;
+    // * the settings are read once (a scalar subquery, not a join).
     let run = sqlx::query_as::<_, NightlyRun>(AssertSqlSafe(format!(
         "WITH due AS ( \
              SELECT id FROM users WHERE {due} \
+         ), p AS ( \
+             SELECT left(apalis.generate_ulid(), 10) AS prefix, \
+                    floor(random() * 4611686018427387904)::bigint AS base, \
+                    (SELECT default_max_attempts FROM calsync.queue_settings) AS max_attempts \
          ), ins AS ( \
              INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key) \
-             SELECT apalis.generate_ulid(), '{queue}', \
+             SELECT p.prefix || lpad(translate(to_hex(p.base + due.id), 'abcdef', 'ABCDEF'), 16, '0'), '{queue}', \
                     convert_to(jsonb_build_object('user_id', due.id, 'reason', 'nightly', 'run_id', $1::bigint)::text, 'UTF8'), \
-                    'Pending', 0, s.default_max_attempts, clock_timestamp(), 0, calsync.active_job_key(due.id) \
-             FROM due CROSS JOIN calsync.queue_settings s \
+                    'Pending', 0, p.max_attempts, clock_timestamp(), $2, calsync.active_job_key(due.id) \
+             FROM due CROSS JOIN p \
              ON CONFLICT (job_type, idempotency_key) DO NOTHING \
              RETURNING 1 \
          ), counts AS ( \
@@ -261,6 +285,7 @@ pub async fn run_nightly_pass(
         queue = SYNC_QUEUE
     )))
     .bind(run_id)
+    .bind(NIGHTLY_PRIORITY)
     .fetch_one(&mut *tx)
     .await?;
     // apalis ignores notifications whose id is not a ULID; any real job id wakes the
@@ -290,13 +315,30 @@ pub async fn run_nightly_pass(
     Ok(Some(run))
 }
 
+/// A nightly run as readers see it: its row plus the progress of its jobs not folded
+/// into it yet (`calsync.nightly_run_now`, migration …0300).
+const RUN_COLUMNS: &str = "SELECT r.id, r.scheduled_for, r.trigger, r.started_at, r.enqueue_finished_at, \
+     r.users_due, r.enqueued, r.already_queued, n.succeeded, n.failed, n.finished_at, r.enqueued_by \
+     FROM calsync.nightly_runs r CROSS JOIN LATERAL calsync.nightly_run_now(r) n";
+
+/// Fold the progress rows of nightly runs' jobs into the runs' counters (one UPDATE per
+/// run; readers are exact either way, this keeps them cheap). Returns how many rows
+/// were folded.
+pub async fn fold_nightly_run_progress(db: impl PgExecutor<'_>) -> Result<i64, DomainError> {
+    Ok(
+        sqlx::query_scalar("SELECT calsync.fold_nightly_run_progress()")
+            .fetch_one(db)
+            .await?,
+    )
+}
+
 /// Load one nightly run.
 pub async fn nightly_run(
     db: impl PgExecutor<'_>,
     id: i64,
 ) -> Result<Option<NightlyRun>, DomainError> {
     Ok(
-        sqlx::query_as("SELECT * FROM calsync.nightly_runs WHERE id = $1")
+        sqlx::query_as(AssertSqlSafe(format!("{RUN_COLUMNS} WHERE r.id = $1")))
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -309,7 +351,9 @@ pub async fn recent_nightly_runs(
     limit: i64,
 ) -> Result<Vec<NightlyRun>, DomainError> {
     Ok(
-        sqlx::query_as("SELECT * FROM calsync.nightly_runs ORDER BY scheduled_for DESC LIMIT $1")
+        sqlx::query_as(AssertSqlSafe(format!(
+            "{RUN_COLUMNS} ORDER BY r.scheduled_for DESC LIMIT $1"
+        )))
             .bind(limit)
             .fetch_all(db)
             .await?,
@@ -418,15 +462,31 @@ impl JobFilter {
             qb.push(" AND j.job_type = ").push_bind(queue.clone());
         }
         if let Some(user) = self.user_id {
+            // The payload-user index leaves out Pending jobs (the fan-out does not
+            // maintain it); a user's pending job is their active job, found by its key.
             qb.push(" AND j.job_type = ")
                 .push_bind(SYNC_QUEUE)
-                .push(" AND (calsync.job_payload(j.job) ->> 'user_id') = ")
-                .push_bind(user.to_string());
+                .push(" AND ((j.status <> 'Pending' AND (calsync.job_payload(j.job) ->> 'user_id') = ")
+                .push_bind(user.to_string())
+                .push(") OR (j.status = 'Pending' AND j.idempotency_key = calsync.active_job_key(")
+                .push_bind(user)
+                .push(")))");
         }
         if let Some(run) = self.run_id {
+            // A run's jobs were made between its start and the end of its enqueue:
+            // an id range (ULIDs start with their time), then the payload decides.
             qb.push(" AND j.job_type = ")
                 .push_bind(SYNC_QUEUE)
-                .push(" AND (calsync.job_payload(j.job) ->> 'run_id') = ")
+                .push(
+                    " AND j.id >= (SELECT calsync.ulid_floor(r.started_at) FROM calsync.nightly_runs r WHERE r.id = ",
+                )
+                .push_bind(run)
+                .push(
+                    ") AND j.id <= (SELECT coalesce(calsync.ulid_ceiling(r.enqueue_finished_at), '8') \
+                     FROM calsync.nightly_runs r WHERE r.id = ",
+                )
+                .push_bind(run)
+                .push(") AND (calsync.job_payload(j.job) ->> 'run_id') = ")
                 .push_bind(run.to_string());
         }
         if let Some(ids) = &self.ids {
@@ -542,13 +602,34 @@ pub async fn discard_jobs(
     })
 }
 
-/// Job counts by queue and state.
+/// Job counts by queue and state (states without jobs are left out).
+///
+/// No expression is evaluated per job: each state is one count over an index whose
+/// entries are exactly that state's jobs (apalis' partial fetch index for pending jobs,
+/// the partial `(job_type, status, id)` index for the others; index-only where the
+/// visibility map allows). Active states cost what the active queue holds; finished
+/// states one index entry per finished job, never a row.
 pub async fn job_counts(
     db: impl PgExecutor<'_>,
 ) -> Result<Vec<(String, JobState, i64)>, DomainError> {
+    let count = |state: JobState| {
+        format!(
+            "SELECT '{}'::text AS state, count(*) AS n FROM apalis.jobs j WHERE j.job_type = q.name AND {}",
+            state.as_str(),
+            state.condition()
+        )
+    };
+    let per_state: Vec<String> = JobState::ALL.into_iter().map(count).collect();
     let rows: Vec<(String, String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT j.job_type, {} AS state, count(*) FROM apalis.jobs j GROUP BY 1, 2 ORDER BY 1, 2",
-        JobState::SQL_EXPR
+        "WITH RECURSIVE queues AS ( \
+             SELECT min(job_type) AS name FROM apalis.jobs \
+             UNION ALL \
+             SELECT (SELECT min(job_type) FROM apalis.jobs WHERE job_type > queues.name) \
+             FROM queues WHERE queues.name IS NOT NULL \
+         ) \
+         SELECT q.name, s.state, s.n FROM queues q CROSS JOIN LATERAL ({}) s \
+         WHERE q.name IS NOT NULL AND s.n > 0 ORDER BY 1, 2",
+        per_state.join(" UNION ALL ")
     )))
     .fetch_all(db)
     .await?;
