@@ -58,25 +58,29 @@ $$;
 
 -- 3. The queue trigger runs on INSERT only for rows it would change or refuse. A row
 --    that already is what the trigger would make of it — a Pending sync job with an
---    upper-case ULID, sane attempts, no metadata and its user's active-job key — is
---    recognised by the WHEN condition (plain SQL, evaluated without calling PL/pgSQL):
---    that is what calsync.enqueue_sync and the nightly fan-out insert. Anything else
---    (raw INSERTs without a key, other states, metadata) goes through the trigger as
---    before. One consequence: a row that carries a key but whose payload is not UTF-8
---    JSON is refused by Postgres' own parser error (SQLSTATE 22021 / 22P02) instead of
---    the trigger's message.
+--    upper-case ULID, sane attempts, no metadata, and the active-job key of the user its
+--    payload names — is recognised by the WHEN condition (plain SQL, evaluated without
+--    calling PL/pgSQL, the payload parsed once): that is what calsync.enqueue_sync and
+--    the nightly fan-out insert. Anything else (raw INSERTs without a key or with
+--    another key, other states, metadata) goes through the trigger as before.
+--    The key is calsync.active_job_key's format ('sync-user:' and the user id; the
+--    queue tests check both agree): a payload whose user_id is a JSON number with the
+--    key's digits names exactly that user (calsync.job_user_id). One consequence: a row
+--    that carries a key but whose payload is not UTF-8 JSON is refused by Postgres' own
+--    parser error (SQLSTATE 22021 / 22P02) instead of the trigger's message.
 DROP TRIGGER calsync_jobs_before_write ON apalis.jobs;
 CREATE TRIGGER calsync_jobs_before_write BEFORE UPDATE ON apalis.jobs
     FOR EACH ROW EXECUTE FUNCTION calsync.jobs_before_write();
 CREATE TRIGGER calsync_jobs_before_insert BEFORE INSERT ON apalis.jobs
     FOR EACH ROW
-    WHEN (NEW.job_type = 'sync-calendar' AND NOT CASE
-        WHEN NEW.idempotency_key IS NOT NULL AND NEW.status = 'Pending'
-             AND NEW.attempts >= 0 AND NEW.max_attempts >= 1 AND NEW.metadata IS NULL
-             AND NEW.id ~ '^[0-7][0-9A-HJKMNP-TV-Z]{25}$'
-        THEN NEW.idempotency_key
-             = calsync.active_job_key(calsync.job_user_id(convert_from(NEW.job, 'UTF8')::jsonb))
-        ELSE false END)
+    WHEN (NEW.job_type = 'sync-calendar' AND CASE
+              WHEN NEW.idempotency_key IS NOT NULL
+                   AND NEW.idempotency_key ~ '^sync-user:[1-9][0-9]{0,17}$'
+                   AND NEW.status = 'Pending' AND NEW.attempts >= 0 AND NEW.max_attempts >= 1
+                   AND NEW.metadata IS NULL AND NEW.id ~ '^[0-7][0-9A-HJKMNP-TV-Z]{25}$'
+              THEN NEW.idempotency_key
+                   IS DISTINCT FROM 'sync-user:' || (convert_from(NEW.job, 'UTF8')::jsonb -> 'user_id')::text
+              ELSE true END)
     EXECUTE FUNCTION calsync.jobs_before_write();
 
 -- apalis' NOTIFY trigger, with its own condition as the trigger's WHEN: a job inserted

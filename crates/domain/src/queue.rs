@@ -239,7 +239,10 @@ pub async fn run_nightly_pass(
         return Ok(None);
     };
     // The fan-out never needs JIT: a statement this simple only pays for compiling.
-    sqlx::query("SET LOCAL jit = off")
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    // Changes the tracking triggers logged become flags now: the due users below are
+    // every student flagged by a change committed before this pass.
+    sqlx::query("SELECT calsync.apply_pending_flags()")
         .execute(&mut *tx)
         .await?;
     // Run progress of earlier runs goes into their rows now, so their counters stay
@@ -256,7 +259,9 @@ pub async fn run_nightly_pass(
     // * run_at = clock_timestamp() (just after the transaction's now()) keeps apalis'
     //   per-row NOTIFY quiet (100,000 notifications would flood every listener); one
     //   NOTIFY below wakes the workers once for the whole batch;
-    // * the settings are read once (a scalar subquery, not a join).
+    // * the settings are read once (a scalar subquery, not a join);
+    // * enqueue_finished_at is the last insert's clock (a SET expression's clock would be
+    //   read before the inserts run), so the run's ids lie within its start and it.
     let run = sqlx::query_as::<_, NightlyRun>(AssertSqlSafe(format!(
         "WITH due AS ( \
              SELECT id FROM users WHERE {due} \
@@ -271,13 +276,14 @@ pub async fn run_nightly_pass(
                     'Pending', 0, p.max_attempts, clock_timestamp(), $2, calsync.active_job_key(due.id) \
              FROM due CROSS JOIN p \
              ON CONFLICT (job_type, idempotency_key) DO NOTHING \
-             RETURNING 1 \
+             RETURNING clock_timestamp() AS at \
          ), counts AS ( \
-             SELECT (SELECT count(*) FROM due) AS due_n, (SELECT count(*) FROM ins) AS ins_n \
+             SELECT (SELECT count(*) FROM due) AS due_n, i.n AS ins_n, i.last_at \
+             FROM (SELECT count(*) AS n, max(at) AS last_at FROM ins) i \
          ) \
          UPDATE calsync.nightly_runs r SET \
              users_due = counts.due_n, enqueued = counts.ins_n, already_queued = counts.due_n - counts.ins_n, \
-             enqueue_finished_at = clock_timestamp(), \
+             enqueue_finished_at = coalesce(counts.last_at, clock_timestamp()), \
              finished_at = CASE WHEN counts.ins_n = 0 THEN clock_timestamp() END \
          FROM counts WHERE r.id = $1 \
          RETURNING r.*",
@@ -350,14 +356,12 @@ pub async fn recent_nightly_runs(
     db: impl PgExecutor<'_>,
     limit: i64,
 ) -> Result<Vec<NightlyRun>, DomainError> {
-    Ok(
-        sqlx::query_as(AssertSqlSafe(format!(
-            "{RUN_COLUMNS} ORDER BY r.scheduled_for DESC LIMIT $1"
-        )))
-            .bind(limit)
-            .fetch_all(db)
-            .await?,
-    )
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "{RUN_COLUMNS} ORDER BY r.scheduled_for DESC LIMIT $1"
+    )))
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
 }
 
 /// A job state as operators see it (apalis' raw status plus attempts).
