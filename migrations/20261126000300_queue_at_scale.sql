@@ -64,8 +64,11 @@ $$;
 --    the nightly fan-out insert. Anything else (raw INSERTs without a key or with
 --    another key, other states, metadata) goes through the trigger as before.
 --    The key is calsync.active_job_key's format ('sync-user:' and the user id; the
---    queue tests check both agree): a payload whose user_id is a JSON number with the
---    key's digits names exactly that user (calsync.job_user_id). One consequence: a row
+--    queue tests check both agree): a payload whose user_id is written as exactly the
+--    key's digits (at most 18, no leading zero) names that user (calsync.job_user_id).
+--    The checks are plain comparisons and unbounded regular expressions, the payload is
+--    parsed as json (validated, not converted): ~1.5 µs a row instead of the trigger's
+--    ~8 µs (a bounded quantifier like {25} alone costs ~2 µs). One consequence: a row
 --    that carries a key but whose payload is not UTF-8 JSON is refused by Postgres' own
 --    parser error (SQLSTATE 22021 / 22P02) instead of the trigger's message.
 DROP TRIGGER calsync_jobs_before_write ON apalis.jobs;
@@ -75,11 +78,15 @@ CREATE TRIGGER calsync_jobs_before_insert BEFORE INSERT ON apalis.jobs
     FOR EACH ROW
     WHEN (NEW.job_type = 'sync-calendar' AND CASE
               WHEN NEW.idempotency_key IS NOT NULL
-                   AND NEW.idempotency_key ~ '^sync-user:[1-9][0-9]{0,17}$'
+                   AND left(NEW.idempotency_key, 10) = 'sync-user:'
+                   AND length(NEW.idempotency_key) BETWEEN 11 AND 28
+                   AND ascii(substr(NEW.idempotency_key, 11)) BETWEEN 49 AND 57
+                   AND substr(NEW.idempotency_key, 11) !~ '[^0-9]'
                    AND NEW.status = 'Pending' AND NEW.attempts >= 0 AND NEW.max_attempts >= 1
-                   AND NEW.metadata IS NULL AND NEW.id ~ '^[0-7][0-9A-HJKMNP-TV-Z]{25}$'
+                   AND NEW.metadata IS NULL
+                   AND length(NEW.id) = 26 AND NEW.id ~ '^[0-7][0-9A-HJKMNP-TV-Z]*$'
               THEN NEW.idempotency_key
-                   IS DISTINCT FROM 'sync-user:' || (convert_from(NEW.job, 'UTF8')::jsonb -> 'user_id')::text
+                   IS DISTINCT FROM 'sync-user:' || (convert_from(NEW.job, 'UTF8')::json -> 'user_id')::text
               ELSE true END)
     EXECUTE FUNCTION calsync.jobs_before_write();
 
