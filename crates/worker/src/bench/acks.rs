@@ -31,16 +31,20 @@ async fn running_jobs(
     run: i64,
     n: usize,
 ) -> anyhow::Result<Vec<String>> {
+    // Users of their own per worker (`bench-ack-<digit>`): one active job per user.
+    let slot = worker.bytes().last().map_or(0, |b| i64::from(b.saturating_sub(b'0')));
+    let first_user = 1_000_000 + 100_000 * slot;
     Ok(sqlx::query_scalar(
         "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, lock_by, lock_at) \
          SELECT apalis.generate_ulid(), 'sync-calendar', \
-                convert_to(jsonb_build_object('user_id', 100000 + g, 'reason', 'nightly', 'run_id', $2::bigint)::text, 'UTF8'), \
+                convert_to(jsonb_build_object('user_id', $4 + g, 'reason', 'nightly', 'run_id', $2::bigint)::text, 'UTF8'), \
                 'Running', 0, 8, now(), 0, $1, now() \
          FROM generate_series(1, $3) g RETURNING id",
     )
     .bind(worker)
     .bind(run)
     .bind(n as i64)
+    .bind(first_user)
     .fetch_all(pool)
     .await?)
 }
