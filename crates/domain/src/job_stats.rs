@@ -141,7 +141,8 @@ pub struct RollUp {
 }
 
 /// Add the attempts recorded since the last roll-up to the minute and hour buckets,
-/// move the watermark, and drop buckets past their retention. Skips (does not wait)
+/// move the watermark, drop buckets past their retention, and fold the nightly runs'
+/// progress rows into their counters ([`crate::queue::fold_nightly_run_progress`]). Skips (does not wait)
 /// when another roll-up is running. Cost: the attempts since the last roll-up.
 pub async fn roll_up(pool: &PgPool) -> Result<RollUp, DomainError> {
     let mut tx = without_jit(pool).await?;
@@ -191,6 +192,8 @@ pub async fn roll_up(pool: &PgPool) -> Result<RollUp, DomainError> {
     )))
     .fetch_one(&mut *tx)
     .await?;
+    // The nightly runs' counters too: their progress rows go into the run rows.
+    crate::queue::fold_nightly_run_progress(&mut *tx).await?;
     for r in [Resolution::Minute, Resolution::Hour] {
         sqlx::query(AssertSqlSafe(format!(
             "DELETE FROM {} WHERE bucket < now() - interval '{}'",

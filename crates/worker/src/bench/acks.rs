@@ -32,7 +32,10 @@ async fn running_jobs(
     n: usize,
 ) -> anyhow::Result<Vec<String>> {
     // Users of their own per worker (`bench-ack-<digit>`): one active job per user.
-    let slot = worker.bytes().last().map_or(0, |b| i64::from(b.saturating_sub(b'0')));
+    let slot = worker
+        .bytes()
+        .last()
+        .map_or(0, |b| i64::from(b.saturating_sub(b'0')));
     let first_user = 1_000_000 + 100_000 * slot;
     Ok(sqlx::query_scalar(
         "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, lock_by, lock_at) \
