@@ -107,7 +107,7 @@ struct Pair {
 impl Pair {
     /// The order of round `round`: `true` = calsync's side.
     fn order(round: usize) -> [bool; 2] {
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             [true, false]
         } else {
             [false, true]
