@@ -255,7 +255,7 @@ pub async fn run(url: DatabaseUrl, args: BenchArgs) -> anyhow::Result<ExitCode> 
         .execute(&admin)
         .await?;
     let pool = PgPoolOptions::new()
-        .max_connections(12)
+        .max_connections(40)
         .connect_with(url.options().clone().database(&db))
         .await?;
     let res = run_all(&pool, &args).await;
