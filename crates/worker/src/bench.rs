@@ -258,14 +258,14 @@ pub async fn run(url: DatabaseUrl, args: BenchArgs) -> anyhow::Result<ExitCode> 
         .max_connections(40)
         .connect_with(url.options().clone().database(&db))
         .await?;
-    let res = run_all(&pool, &args).await;
+    let mut rows = Vec::new();
+    let res = run_all(&pool, &args, &mut rows).await;
     pool.close().await;
     let _ = sqlx::query(AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
     )))
     .execute(&admin)
     .await;
-    let rows = res?;
     println!();
     println!(
         "{:<66} {:>11} {:>11} {:>7}  goal",
@@ -302,6 +302,8 @@ pub async fn run(url: DatabaseUrl, args: BenchArgs) -> anyhow::Result<ExitCode> 
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    // The cases that finished are printed even when a later one failed.
+    res?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -309,11 +311,10 @@ fn scaled(n: f64, scale: f64) -> i64 {
     ((n * scale).round() as i64).max(10)
 }
 
-async fn run_all(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
+async fn run_all(pool: &PgPool, args: &BenchArgs, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     calsync_domain::migrate(pool).await?;
     let wanted = |case: &str| args.only.is_empty() || args.only.iter().any(|c| c == case);
     let s = args.scale;
-    let mut rows = Vec::new();
     if wanted("queue") {
         println!("==> queue throughput");
         rows.push(queue::run(pool, scaled(20_000.0, s)).await?);
@@ -344,7 +345,7 @@ async fn run_all(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
         println!("==> campus-wide holiday flagging");
         rows.push(holiday::run(pool, scaled(40_000.0, s)).await?);
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// Time one future, in seconds.
