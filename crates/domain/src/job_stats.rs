@@ -15,7 +15,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, FromRow, PgPool};
 
-use crate::{DomainError, queue::JobState};
+use crate::{
+    DomainError,
+    queue::{self, JobState},
+};
 
 /// Advisory lock (two-key form; its own namespace) held by a roll-up, so concurrent
 /// readers never add the same attempts twice.
@@ -295,8 +298,11 @@ pub async fn queue_health(pool: &PgPool) -> Result<Vec<QueueHealth>, DomainError
     if queues.is_empty() {
         return Ok(Vec::new());
     }
+    // Pending or retrying, within apalis' fetch predicate so that only its partial
+    // index is read (the state conditions alone do not let the planner prove that).
     let active = format!(
-        "({} OR {})",
+        "({} AND ({} OR {}))",
+        queue::FETCHABLE,
         JobState::Pending.condition(),
         JobState::Retrying.condition()
     );

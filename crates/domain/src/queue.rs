@@ -461,6 +461,10 @@ impl JobFilter {
     pub fn push_conditions(&self, qb: &mut QueryBuilder<Postgres>) {
         if let Some(state) = self.state {
             qb.push(" AND ").push(state.condition());
+            if matches!(state, JobState::Pending | JobState::Retrying) {
+                // Active jobs: inside apalis' fetch index.
+                qb.push(" AND ").push(FETCHABLE);
+            }
         }
         if let Some(queue) = &self.queue {
             qb.push(" AND j.job_type = ").push_bind(queue.clone());
@@ -606,41 +610,94 @@ pub async fn discard_jobs(
     })
 }
 
+/// apalis' own "a worker could fetch this job" — the predicate of its partial fetch
+/// index `idx_apalis_jobs_fetch_partial` (pending, or failed with attempts left), word
+/// for word so the planner can prove a query stays inside that index. AND it with
+/// [`JobState::condition`]s of active states to read only the active jobs.
+pub const FETCHABLE: &str =
+    "(j.status = 'Pending' OR (j.status = 'Failed' AND j.attempts < j.max_attempts))";
+
+/// [`job_counts`] stops counting a finished state (done, failed, killed) here: a count
+/// of `JOB_COUNT_CAP + 1` means "more than `JOB_COUNT_CAP`".
+pub const JOB_COUNT_CAP: i64 = 10_000;
+
+#[derive(sqlx::FromRow)]
+struct QueueCounts {
+    name: String,
+    pending: i64,
+    running: i64,
+    retrying: i64,
+    failed_all: i64,
+    killed: i64,
+    done: i64,
+}
+
 /// Job counts by queue and state (states without jobs are left out).
 ///
-/// No expression is evaluated per job: each state is one count over an index whose
-/// entries are exactly that state's jobs (apalis' partial fetch index for pending jobs,
-/// the partial `(job_type, status, id)` index for the others; index-only where the
-/// visibility map allows). Active states cost what the active queue holds; finished
-/// states one index entry per finished job, never a row.
-pub async fn job_counts(
-    db: impl PgExecutor<'_>,
-) -> Result<Vec<(String, JobState, i64)>, DomainError> {
-    let count = |state: JobState| {
-        format!(
-            "SELECT '{}'::text AS state, count(*) AS n FROM apalis.jobs j WHERE j.job_type = q.name AND {}",
-            state.as_str(),
-            state.condition()
-        )
-    };
-    let per_state: Vec<String> = JobState::ALL.into_iter().map(count).collect();
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+/// Cheap at any history size: no expression is evaluated per finished job, and the job
+/// history is never read past [`JOB_COUNT_CAP`] entries per state. Active states
+/// (pending, running, retrying) are exact, counted through apalis' partial fetch index
+/// and the partial `(job_type, status, id)` index; finished states (done, failed,
+/// killed) stop at `JOB_COUNT_CAP + 1` (failed for good = every failed job minus the
+/// retrying ones, so it is an index-only count).
+pub async fn job_counts(pool: &PgPool) -> Result<Vec<(String, JobState, i64)>, DomainError> {
+    let cap = JOB_COUNT_CAP + 1;
+    let sql = format!(
         "WITH RECURSIVE queues AS ( \
              SELECT min(job_type) AS name FROM apalis.jobs \
              UNION ALL \
              SELECT (SELECT min(job_type) FROM apalis.jobs WHERE job_type > queues.name) \
              FROM queues WHERE queues.name IS NOT NULL \
          ) \
-         SELECT q.name, s.state, s.n FROM queues q CROSS JOIN LATERAL ({}) s \
-         WHERE q.name IS NOT NULL AND s.n > 0 ORDER BY 1, 2",
-        per_state.join(" UNION ALL ")
-    )))
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(q, s, n)| JobState::parse(&s).map(|st| (q, st, n)))
-        .collect())
+         SELECT q.name, a.pending, a.running, a.retrying, \
+                (SELECT count(*) FROM (SELECT 1 FROM apalis.jobs j WHERE j.job_type = q.name \
+                     AND j.status = 'Failed' LIMIT {cap} + a.retrying) c) AS failed_all, \
+                (SELECT count(*) FROM (SELECT 1 FROM apalis.jobs j WHERE j.job_type = q.name \
+                     AND {killed} LIMIT {cap}) c) AS killed, \
+                (SELECT count(*) FROM (SELECT 1 FROM apalis.jobs j WHERE j.job_type = q.name \
+                     AND {done} LIMIT {cap}) c) AS done \
+         FROM queues q CROSS JOIN LATERAL ( \
+             SELECT (SELECT count(*) FROM apalis.jobs j WHERE j.job_type = q.name AND {pending} AND {FETCHABLE}) AS pending, \
+                    (SELECT count(*) FROM apalis.jobs j WHERE j.job_type = q.name AND {running}) AS running, \
+                    (SELECT count(*) FROM apalis.jobs j WHERE j.job_type = q.name AND {retrying} AND {FETCHABLE}) AS retrying \
+             OFFSET 0 \
+         ) a \
+         WHERE q.name IS NOT NULL ORDER BY q.name",
+        pending = JobState::Pending.condition(),
+        running = JobState::Running.condition(),
+        retrying = JobState::Retrying.condition(),
+        killed = JobState::Killed.condition(),
+        done = JobState::Done.condition(),
+    );
+    // The planner cannot know how few queues there are; its guess of 100 makes the
+    // statement look expensive enough to be JIT-compiled (200 ms) for a few index probes.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    let rows: Vec<QueueCounts> = sqlx::query_as(AssertSqlSafe(sql))
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let failed = if r.failed_all > JOB_COUNT_CAP + r.retrying {
+            JOB_COUNT_CAP + 1
+        } else {
+            r.failed_all - r.retrying
+        };
+        for (state, n) in [
+            (JobState::Done, r.done),
+            (JobState::Failed, failed),
+            (JobState::Killed, r.killed),
+            (JobState::Pending, r.pending),
+            (JobState::Retrying, r.retrying),
+            (JobState::Running, r.running),
+        ] {
+            if n > 0 {
+                out.push((r.name.clone(), state, n));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Append an operator action to `calsync.audit_log`.

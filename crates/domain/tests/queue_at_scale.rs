@@ -330,4 +330,35 @@ async fn job_counts_agree_with_a_full_count(pool: PgPool) {
         .map(|(q, s, n)| (q, s.as_str().to_string(), n))
         .collect();
     assert_eq!(counts, full);
+
+    // Finished states stop at the cap; active ones never do.
+    let cap = queue::JOB_COUNT_CAP;
+    exec(
+        &pool,
+        &format!(
+            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority) \
+             SELECT apalis.generate_ulid(), 'big', convert_to('{{}}', 'UTF8'), s, a, 3, now(), 0 \
+             FROM (SELECT 'Done' AS s, 1 AS a, g FROM generate_series(1, {cap} + 5) g \
+                   UNION ALL SELECT 'Failed', 3, g FROM generate_series(1, {cap} + 3) g \
+                   UNION ALL SELECT 'Failed', 1, g FROM generate_series(1, 2) g \
+                   UNION ALL SELECT 'Pending', 0, g FROM generate_series(1, {cap} + 7) g) x"
+        ),
+    )
+    .await;
+    let big: Vec<(JobState, i64)> = queue::job_counts(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(q, _, _)| q == "big")
+        .map(|(_, s, n)| (s, n))
+        .collect();
+    assert_eq!(
+        big,
+        vec![
+            (JobState::Done, cap + 1),
+            (JobState::Failed, cap + 1),
+            (JobState::Pending, cap + 7),
+            (JobState::Retrying, 2),
+        ]
+    );
 }

@@ -76,7 +76,10 @@ pub(super) async fn run(pool: &PgPool, n: i64) -> anyhow::Result<Vec<Row>> {
             counts,
             "ms",
             None,
-            "one index count per queue and state; finished states cost one index entry per job".into(),
+            format!(
+                "index counts per queue and state: active states exact, finished ones up to {} (more shows as \"more than\")",
+                calsync_domain::queue::JOB_COUNT_CAP
+            ),
         ),
     ])
 }
