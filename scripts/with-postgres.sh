@@ -85,6 +85,14 @@ trap 'exit 130' INT TERM
 as_pg "$INITDB" -D "$PGTMP/data" -U postgres --auth=trust --encoding=UTF8 --no-locale >"$PGTMP/initdb.log" 2>&1 \
   || { cat "$PGTMP/initdb.log" >&2; exit 1; }
 
+# Tests want speed, not durability; benchmarks to publish need a normal cluster:
+# CALSYNC_PG_DURABLE=1 keeps fsync, synchronous_commit and full_page_writes on.
+if [[ "${CALSYNC_PG_DURABLE:-}" == 1 ]]; then
+  DURABILITY=""
+else
+  DURABILITY="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+fi
+
 # Ports below the kernel's ephemeral range (32768+), so an outgoing connection cannot
 # hold the one we pick; start at a random one and move on if it is taken anyway.
 port=""
@@ -93,7 +101,7 @@ for attempt in $(seq 1 25); do
   p=$(( candidate + attempt ))
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
   if as_pg "$PG_CTL" -D "$PGTMP/data" -l "$PGTMP/postgres.log" -w -t 60 \
-      -o "-p $p -k $PGTMP -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB" \
+      -o "-p $p -k $PGTMP -c listen_addresses=127.0.0.1 -c max_connections=400 $DURABILITY -c shared_buffers=256MB" \
       start >/dev/null 2>&1; then
     port=$p
     break

@@ -465,8 +465,11 @@ async fn seed_university_with(
     seeded.user_ids()
 }
 
-/// Count of users still flagged or never synced.
+/// Count of users still flagged or never synced (changes logged so far folded first).
 pub async fn unsynced_users(pool: &PgPool) -> i64 {
+    calsync_domain::tracking::apply_pending_flags(pool)
+        .await
+        .expect("fold pending flags");
     sqlx::query_scalar(
         "SELECT count(*) FROM users WHERE calendar_needs_sync OR last_calendar_sync_at IS NULL",
     )

@@ -329,6 +329,9 @@ async fn fault_injected_google_ends_with_everyone_synced_or_correctly_marked() {
     };
     assert_eq!(status(revoked).await, "needs_reauth");
     assert_eq!(status(deleted).await, "calendar_missing");
+    calsync_domain::tracking::apply_pending_flags(&pool)
+        .await
+        .unwrap();
     let not_synced: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM users WHERE id <> ALL($1) AND (calendar_needs_sync OR last_calendar_sync_at IS NULL)",
     )

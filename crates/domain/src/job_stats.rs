@@ -15,7 +15,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, FromRow, PgPool};
 
-use crate::{DomainError, queue::JobState};
+use crate::{
+    DomainError,
+    queue::{self, JobState},
+};
 
 /// Advisory lock (two-key form; its own namespace) held by a roll-up, so concurrent
 /// readers never add the same attempts twice.
@@ -141,7 +144,8 @@ pub struct RollUp {
 }
 
 /// Add the attempts recorded since the last roll-up to the minute and hour buckets,
-/// move the watermark, and drop buckets past their retention. Skips (does not wait)
+/// move the watermark, drop buckets past their retention, and fold the nightly runs'
+/// progress rows into their counters ([`crate::queue::fold_nightly_run_progress`]). Skips (does not wait)
 /// when another roll-up is running. Cost: the attempts since the last roll-up.
 pub async fn roll_up(pool: &PgPool) -> Result<RollUp, DomainError> {
     let mut tx = without_jit(pool).await?;
@@ -191,6 +195,8 @@ pub async fn roll_up(pool: &PgPool) -> Result<RollUp, DomainError> {
     )))
     .fetch_one(&mut *tx)
     .await?;
+    // The nightly runs' counters too: their progress rows go into the run rows.
+    crate::queue::fold_nightly_run_progress(&mut *tx).await?;
     for r in [Resolution::Minute, Resolution::Hour] {
         sqlx::query(AssertSqlSafe(format!(
             "DELETE FROM {} WHERE bucket < now() - interval '{}'",
@@ -292,8 +298,11 @@ pub async fn queue_health(pool: &PgPool) -> Result<Vec<QueueHealth>, DomainError
     if queues.is_empty() {
         return Ok(Vec::new());
     }
+    // Pending or retrying, within apalis' fetch predicate so that only its partial
+    // index is read (the state conditions alone do not let the planner prove that).
     let active = format!(
-        "({} OR {})",
+        "({} AND ({} OR {}))",
+        queue::FETCHABLE,
         JobState::Pending.condition(),
         JobState::Retrying.condition()
     );

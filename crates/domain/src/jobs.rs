@@ -2,9 +2,12 @@
 //! error text, keyset paging on the ULID id, newest first) and one job in full.
 //!
 //! Every query here stays an index range scan at 1,000,000 jobs: the list walks
-//! `(status, id DESC)`, `(job_type, status, id DESC)` or the payload-key indexes
-//! (`user_id`, `run_id`) from the `before` bound and stops after `limit` rows; an
-//! error search looks the text up in the attempts' trigram index (see [`crate::attempts`]).
+//! `(status, id DESC)`, `(job_type, status, id DESC)` or the payload-user index from the
+//! `before` bound and stops after `limit` rows (these indexes leave out Pending jobs,
+//! which the nightly fan-out inserts by the 100,000: pending jobs come from apalis'
+//! partial fetch index, a user's pending job from its active-job key); a run's jobs are
+//! the id range its fan-out made; an error search looks the text up in the attempts'
+//! trigram index (see [`crate::attempts`]).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -161,6 +161,9 @@ fn room_of(row: &sqlx::postgres::PgRow) -> Result<Option<Room>, sqlx::Error> {
 /// so a change committed after the snapshot always bumps the generation past the one
 /// returned here, and the compare-and-clear that ends the sync keeps the flag.
 pub async fn load_snapshot(pool: &PgPool, user_id: i64) -> Result<SyncSnapshot, DomainError> {
+    // Changes logged so far become flags (and generations) before the snapshot reads
+    // the generation, so a sync that reads them does not leave them pending.
+    crate::tracking::apply_pending_flags(pool).await?;
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)

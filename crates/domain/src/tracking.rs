@@ -14,9 +14,13 @@
 //!   tracked, and every tracked column of a table the snapshot reads must be read.
 //!
 //! Tracking a new column: one row in `calsync.tracked_columns` (a new migration).
+//!
+//! The triggers log what changed (`calsync.pending_flags`, one row per statement);
+//! [`apply_pending_flags`] folds the log into the students' flags. Every reader of the
+//! flags in calsync calls it first (migration `…0301_pending_flags.sql`).
 
 use serde::Serialize;
-use sqlx::{PgPool, Row};
+use sqlx::{PgExecutor, PgPool, Row};
 
 use crate::{DomainError, schedule};
 
@@ -33,6 +37,16 @@ pub const TRACKED_TABLES: [&str; 9] = [
     "rooms",
     "users",
 ];
+
+/// Fold the changes the tracking triggers logged into `users.calendar_needs_sync` and
+/// `calendar_sync_generation` (each affected student flagged once). When it returns,
+/// every change committed before it started is in the flags. Returns how many students
+/// were flagged.
+pub async fn apply_pending_flags(db: impl PgExecutor<'_>) -> Result<i64, DomainError> {
+    Ok(sqlx::query_scalar("SELECT calsync.apply_pending_flags()")
+        .fetch_one(db)
+        .await?)
+}
 
 /// What a column's change means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]

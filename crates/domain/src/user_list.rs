@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgExecutor, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 
 use crate::{
     DomainError,
@@ -93,11 +93,10 @@ pub struct UserSummary {
     pub last_sync_error_at: Option<DateTime<Utc>>,
 }
 
-/// Users matching `query`, in id order.
-pub async fn list(
-    db: impl PgExecutor<'_>,
-    query: &UserQuery,
-) -> Result<Vec<UserSummary>, DomainError> {
+/// Users matching `query`, in id order (pending changes folded into the flags first).
+pub async fn list(pool: &PgPool, query: &UserQuery) -> Result<Vec<UserSummary>, DomainError> {
+    crate::tracking::apply_pending_flags(pool).await?;
+    let db = pool;
     let mut qb = QueryBuilder::<Postgres>::new(
         "SELECT id, email, name, google_course_calendar_id IS NOT NULL AS has_calendar, calendar_needs_sync, \
          last_calendar_sync_at, calendar_sync_status, last_sync_error, last_sync_error_at FROM users WHERE id > ",

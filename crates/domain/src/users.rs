@@ -69,7 +69,15 @@ pub const DUE_CONDITION: &str = "(calendar_needs_sync OR last_calendar_sync_at I
 pub const HAS_OR_GETS_CALENDAR: &str = "((google_course_calendar_id IS NOT NULL AND google_course_calendar_id <> '') \
      OR (calsync.owns_calendars() AND email <> ''))";
 
-/// Load one user.
+/// Load one user, with the changes logged so far folded into its flag first
+/// ([`crate::tracking::apply_pending_flags`]).
+pub async fn get_current(pool: &PgPool, id: i64) -> Result<User, DomainError> {
+    crate::tracking::apply_pending_flags(pool).await?;
+    get(pool, id).await
+}
+
+/// Load one user as stored (changes logged but not folded yet are not in its flag: see
+/// [`get_current`]).
 pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<User, DomainError> {
     sqlx::query_as::<_, User>(AssertSqlSafe(format!(
         "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
@@ -93,18 +101,19 @@ pub async fn find_by_email(
     .await?)
 }
 
-/// Ids of every user due for sync, in id order.
-pub async fn due_user_ids(db: impl PgExecutor<'_>) -> Result<Vec<i64>, DomainError> {
+/// Ids of every user due for sync, in id order (pending changes folded first).
+pub async fn due_user_ids(pool: &PgPool) -> Result<Vec<i64>, DomainError> {
+    crate::tracking::apply_pending_flags(pool).await?;
     Ok(sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT id FROM users WHERE {DUE_CONDITION} ORDER BY id"
     )))
-    .fetch_all(db)
+    .fetch_all(pool)
     .await?)
 }
 
 /// Flag one user for sync (the seed's "manual sync" for a single user).
 pub async fn mark_for_sync(db: impl PgExecutor<'_>, id: i64) -> Result<(), DomainError> {
-    let flagged: i64 = sqlx::query_scalar("SELECT calsync.flag_users(ARRAY[$1::bigint])")
+    let flagged: i64 = sqlx::query_scalar("SELECT calsync.flag_users_now(ARRAY[$1::bigint])")
         .bind(id)
         .fetch_one(db)
         .await?;
@@ -120,7 +129,7 @@ pub async fn mark_for_sync(db: impl PgExecutor<'_>, id: i64) -> Result<(), Domai
 pub async fn mark_all_for_sync(pool: &PgPool, actor: &str) -> Result<i64, DomainError> {
     let mut tx = pool.begin().await?;
     let flagged: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT calsync.flag_users(ARRAY(SELECT id FROM users WHERE {HAS_OR_GETS_CALENDAR}))"
+        "SELECT calsync.flag_users_now(ARRAY(SELECT id FROM users WHERE {HAS_OR_GETS_CALENDAR}))"
     )))
     .fetch_one(&mut *tx)
     .await?;
@@ -148,11 +157,17 @@ pub enum FinishOutcome {
 /// End a successful sync: clear the flag only if the user's generation is still the one
 /// the sync read (compare-and-clear), stamp `last_calendar_sync_at` either way, and
 /// reset the status and last error.
+///
+/// Changes logged but not folded yet are folded first, so a change committed while the
+/// sync ran moves the generation and keeps the flag (one committed after this fold is
+/// folded later and flags the user again: never lost).
 pub async fn finish_sync(
-    db: impl PgExecutor<'_>,
+    pool: &PgPool,
     id: i64,
     generation: i64,
 ) -> Result<FinishOutcome, DomainError> {
+    crate::tracking::apply_pending_flags(pool).await?;
+    let db = pool;
     let cleared: Option<bool> = sqlx::query_scalar(
         "UPDATE users SET \
              calendar_needs_sync = CASE WHEN calendar_sync_generation = $2 THEN false ELSE calendar_needs_sync END, \
@@ -357,8 +372,10 @@ pub struct UserCounts {
     pub failing: i64,
 }
 
-/// Count users by sync state.
-pub async fn counts(db: impl PgExecutor<'_>) -> Result<UserCounts, DomainError> {
+/// Count users by sync state (pending changes folded first).
+pub async fn counts(pool: &PgPool) -> Result<UserCounts, DomainError> {
+    crate::tracking::apply_pending_flags(pool).await?;
+    let db = pool;
     Ok(sqlx::query_as::<_, UserCounts>(AssertSqlSafe(format!(
         "SELECT count(*) AS users, \
            count(*) FILTER (WHERE google_course_calendar_id IS NOT NULL AND google_course_calendar_id <> '') AS with_calendar, \
@@ -390,7 +407,10 @@ pub struct FlaggedNotDue {
 }
 
 /// Count flagged users that are not due (or keep failing), by reason.
-pub async fn flagged_not_due(db: impl PgExecutor<'_>) -> Result<FlaggedNotDue, DomainError> {
+/// Pending changes are folded first.
+pub async fn flagged_not_due(pool: &PgPool) -> Result<FlaggedNotDue, DomainError> {
+    crate::tracking::apply_pending_flags(pool).await?;
+    let db = pool;
     Ok(sqlx::query_as::<_, FlaggedNotDue>(
         "SELECT \
            count(*) FILTER (WHERE (google_course_calendar_id IS NULL OR google_course_calendar_id = '') \

@@ -439,3 +439,54 @@ async fn calendar_change_lifts_calendar_missing(pool: PgPool) {
     assert_eq!(bob.calendar_sync_status, users::SyncStatus::Ok);
     assert!(bob.calendar_needs_sync);
 }
+
+#[sqlx::test(migrations = false)]
+async fn logged_changes_flag_at_the_next_fold_and_the_nightly_sees_them(pool: PgPool) {
+    use calsync_domain::queue::{self, RunTrigger};
+    use chrono::{TimeZone, Utc};
+    let u = seed(&pool).await;
+    // A bulk change writes one log row and no user row…
+    exec(&pool, "UPDATE courses SET title = title || ' (rev)'").await;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM calsync.pending_flags")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, 1);
+    assert!(
+        !users::get(&pool, u.alice)
+            .await
+            .unwrap()
+            .calendar_needs_sync
+    );
+    // …the nightly pass folds it first and enqueues every affected student.
+    let tick = Utc.with_ymd_and_hms(2026, 11, 26, 8, 30, 0).unwrap();
+    let run = queue::run_nightly_pass(&pool, tick, RunTrigger::Cron, "t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.users_due, 3);
+    exec(&pool, "DELETE FROM apalis.jobs").await;
+    settle(&pool).await;
+
+    // A sync that ends before a change is logged clears the flag; the change, logged
+    // afterwards, flags the student again at the next fold: never lost.
+    let snap = schedule::load_snapshot(&pool, u.alice).await.unwrap();
+    let outcome = users::finish_sync(&pool, u.alice, snap.user.calendar_sync_generation)
+        .await
+        .unwrap();
+    assert_eq!(outcome, users::FinishOutcome::Cleared);
+    exec(
+        &pool,
+        &format!("UPDATE courses SET title = 'v9' WHERE id = {}", u.cs101),
+    )
+    .await;
+    let stored = users::get(&pool, u.alice).await.unwrap();
+    assert!(!stored.calendar_needs_sync, "logged, not folded yet");
+    let current = users::get_current(&pool, u.alice).await.unwrap();
+    assert!(current.calendar_needs_sync);
+    assert_eq!(
+        current.calendar_sync_generation,
+        snap.user.calendar_sync_generation + 1
+    );
+    assert_eq!(flagged(&pool).await, vec![u.alice, u.bob]);
+}

@@ -73,16 +73,23 @@ pub async fn seed(pool: &PgPool) -> Uni {
     }
 }
 
-/// Mark everybody synced and unflagged.
+/// Mark everybody synced and unflagged (changes logged so far are folded first, so
+/// none is left to flag anybody later).
 pub async fn settle(pool: &PgPool) {
+    calsync_domain::tracking::apply_pending_flags(pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE users SET calendar_needs_sync = false, last_calendar_sync_at = now()")
         .execute(pool)
         .await
         .unwrap();
 }
 
-/// Ids of flagged users, sorted.
+/// Ids of flagged users, sorted (changes logged so far folded into the flags first).
 pub async fn flagged(pool: &PgPool) -> Vec<i64> {
+    calsync_domain::tracking::apply_pending_flags(pool)
+        .await
+        .unwrap();
     sqlx::query_scalar("SELECT id FROM users WHERE calendar_needs_sync ORDER BY id")
         .fetch_all(pool)
         .await

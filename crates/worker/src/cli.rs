@@ -391,6 +391,10 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Run only these cases (comma-separated: queue, fan-out, tracking, acks, sync,
+    /// dashboard, holiday, priority); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 /// `calsync fake-google`.

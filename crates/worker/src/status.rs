@@ -22,7 +22,13 @@ pub async fn run(pool: PgPool, args: StatusArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let jobs: Vec<_> = jobs
             .iter()
-            .map(|(q, s, n)| serde_json::json!({"queue": q, "state": s, "count": n}))
+            .map(|(q, s, n)| {
+                serde_json::json!({
+                    "queue": q, "state": s, "count": n,
+                    // Finished states are counted up to queue::JOB_COUNT_CAP + 1.
+                    "at_least": *n > queue::JOB_COUNT_CAP,
+                })
+            })
             .collect();
         println!(
             "{}",
@@ -55,7 +61,15 @@ pub async fn run(pool: PgPool, args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("  (none)");
     }
     for (q, s, n) in &jobs {
-        println!("  {q:<16} {:<9} {n}", s.as_str());
+        if *n > queue::JOB_COUNT_CAP {
+            println!(
+                "  {q:<16} {:<9} more than {}",
+                s.as_str(),
+                queue::JOB_COUNT_CAP
+            );
+        } else {
+            println!("  {q:<16} {:<9} {n}", s.as_str());
+        }
     }
     if let Some(run) = runs.first() {
         println!(

@@ -466,6 +466,9 @@ async fn unchanged_students_get_zero_writes_when_a_holiday_only_affects_other_co
         false,
     ))
     .await;
+    calsync_domain::tracking::apply_pending_flags(&w.pool)
+        .await
+        .unwrap();
     let flagged: Vec<i64> =
         sqlx::query_scalar("SELECT id FROM users WHERE calendar_needs_sync ORDER BY id")
             .fetch_all(&w.pool)

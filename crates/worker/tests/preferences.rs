@@ -117,6 +117,9 @@ impl World {
     }
 
     async fn flagged(&self) -> Vec<i64> {
+        calsync_domain::tracking::apply_pending_flags(&self.pool)
+            .await
+            .unwrap();
         sqlx::query_scalar("SELECT id FROM users WHERE calendar_needs_sync ORDER BY id")
             .fetch_all(&self.pool)
             .await

@@ -43,6 +43,9 @@ async fn setup(pool: PgPool) -> Setup {
     s.enroll(ana, course);
     s.enroll(ben, course);
     let ids = s.insert_with_pool(&pool).await.unwrap();
+    calsync_domain::tracking::apply_pending_flags(&pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE users SET calendar_needs_sync = false")
         .execute(&pool)
         .await
@@ -92,6 +95,9 @@ impl Setup {
     }
 
     async fn flagged(&self) -> Vec<i64> {
+        calsync_domain::tracking::apply_pending_flags(&self.pool)
+            .await
+            .unwrap();
         sqlx::query_scalar("SELECT id FROM users WHERE calendar_needs_sync ORDER BY id")
             .fetch_all(&self.pool)
             .await
@@ -160,6 +166,9 @@ async fn bad_requests_get_clear_errors_and_change_nothing(pool: PgPool) {
     let good = json!([{"color_id": 3}]).to_string();
     let (status, _) = s.call("PUT", &uri, Some(TOKEN), &good).await;
     assert_eq!(status, StatusCode::OK);
+    calsync_domain::tracking::apply_pending_flags(&s.pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE users SET calendar_needs_sync = false")
         .execute(&s.pool)
         .await

@@ -83,6 +83,9 @@ async fn set_show_preview_validate_clear(pool: PgPool) {
         "{t}"
     );
 
+    calsync_domain::tracking::apply_pending_flags(&pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE users SET calendar_needs_sync = false")
         .execute(&pool)
         .await
@@ -92,6 +95,9 @@ async fn set_show_preview_validate_clear(pool: PgPool) {
     assert!(!o.status.success(), "{}", text(&o));
     let o = calsync(&url, &["set", &ana, good.to_str().unwrap()], None);
     assert!(o.status.success(), "{}", text(&o));
+    calsync_domain::tracking::apply_pending_flags(&pool)
+        .await
+        .unwrap();
     let flagged: bool = sqlx::query_scalar("SELECT calendar_needs_sync FROM users WHERE id = $1")
         .bind(ana.parse::<i64>().unwrap())
         .fetch_one(&pool)

@@ -107,7 +107,7 @@ pub async fn detail(
     ctx: Ctx,
     PathId(id): PathId<i64>,
 ) -> PageResult {
-    let u = match users::get(&st.pool, id).await {
+    let u = match users::get_current(&st.pool, id).await {
         Ok(u) => u,
         Err(DomainError::UnknownUser(_)) => {
             return Err(PageError::NotFound(format!("There is no user {id}.")));

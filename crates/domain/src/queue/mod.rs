@@ -8,6 +8,15 @@ use sqlx::{AssertSqlSafe, PgExecutor, PgPool, Postgres, QueryBuilder};
 
 use crate::DomainError;
 
+mod counts;
+mod nightly;
+
+pub use counts::{JOB_COUNT_CAP, job_counts};
+pub use nightly::{
+    NIGHTLY_PRIORITY, NightlyRun, RunTrigger, fold_nightly_run_progress, nightly_run,
+    recent_nightly_runs, run_nightly_pass,
+};
+
 /// The apalis queue (`apalis.jobs.job_type`) of `SyncUserJob`s.
 pub const SYNC_QUEUE: &str = "sync-calendar";
 
@@ -153,152 +162,6 @@ pub async fn enqueue_sync(
         .job_id)
 }
 
-/// A nightly (or manual) fan-out pass.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct NightlyRun {
-    pub id: i64,
-    pub scheduled_for: DateTime<Utc>,
-    pub trigger: String,
-    pub started_at: DateTime<Utc>,
-    pub enqueue_finished_at: Option<DateTime<Utc>>,
-    pub users_due: i32,
-    pub enqueued: i32,
-    pub already_queued: i32,
-    pub succeeded: i32,
-    pub failed: i32,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub enqueued_by: String,
-}
-
-/// How the pass was started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunTrigger {
-    /// The cron tick.
-    Cron,
-    /// `calsync nightly --now`, the dashboard's "run now".
-    Manual,
-}
-
-impl RunTrigger {
-    fn as_str(self) -> &'static str {
-        match self {
-            RunTrigger::Cron => "cron",
-            RunTrigger::Manual => "manual",
-        }
-    }
-}
-
-/// Run the fan-out for the tick `scheduled_for`: record the run and enqueue one
-/// `SyncUserJob` per due user without an active job, in one transaction and one
-/// set-based INSERT … SELECT.
-///
-/// Returns `None` when a run for this tick already exists: every replica's cron fires,
-/// the first one to commit the run row does the work. The pass is audited as
-/// `nightly_pass` by `enqueued_by` in the same transaction (only the winning replica's
-/// row commits).
-pub async fn run_nightly_pass(
-    pool: &PgPool,
-    scheduled_for: DateTime<Utc>,
-    trigger: RunTrigger,
-    enqueued_by: &str,
-) -> Result<Option<NightlyRun>, DomainError> {
-    let mut tx = pool.begin().await?;
-    let run_id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO calsync.nightly_runs (scheduled_for, trigger, enqueued_by) VALUES ($1, $2, $3) \
-         ON CONFLICT (scheduled_for) DO NOTHING RETURNING id",
-    )
-    .bind(scheduled_for)
-    .bind(trigger.as_str())
-    .bind(enqueued_by)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(run_id) = run_id else {
-        tx.rollback().await?;
-        return Ok(None);
-    };
-    // run_at = clock_timestamp() (just after the transaction's now()) keeps apalis'
-    // per-row NOTIFY quiet (100,000 notifications would flood every listener); one NOTIFY
-    // below wakes the workers once for the whole batch.
-    let run = sqlx::query_as::<_, NightlyRun>(AssertSqlSafe(format!(
-        "WITH due AS ( \
-             SELECT id FROM users WHERE {due} \
-         ), ins AS ( \
-             INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key) \
-             SELECT apalis.generate_ulid(), '{queue}', \
-                    convert_to(jsonb_build_object('user_id', due.id, 'reason', 'nightly', 'run_id', $1::bigint)::text, 'UTF8'), \
-                    'Pending', 0, s.default_max_attempts, clock_timestamp(), {priority}, calsync.active_job_key(due.id) \
-             FROM due CROSS JOIN calsync.queue_settings s \
-             ON CONFLICT (job_type, idempotency_key) DO NOTHING \
-             RETURNING 1 \
-         ), counts AS ( \
-             SELECT (SELECT count(*) FROM due) AS due_n, (SELECT count(*) FROM ins) AS ins_n \
-         ) \
-         UPDATE calsync.nightly_runs r SET \
-             users_due = counts.due_n, enqueued = counts.ins_n, already_queued = counts.due_n - counts.ins_n, \
-             enqueue_finished_at = clock_timestamp(), \
-             finished_at = CASE WHEN counts.ins_n = 0 THEN clock_timestamp() END \
-         FROM counts WHERE r.id = $1 \
-         RETURNING r.*",
-        due = crate::users::DUE_CONDITION,
-        queue = SYNC_QUEUE,
-        priority = crate::priority::PriorityClass::Nightly.priority(),
-    )))
-    .bind(run_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    // apalis ignores notifications whose id is not a ULID; any real job id wakes the
-    // workers, which then keep fetching batches until the queue is drained.
-    sqlx::query(
-        "SELECT pg_notify('apalis::job::insert', json_build_object('job_type', $1::text, 'id', j.id)::text) \
-         FROM (SELECT id FROM apalis.jobs WHERE job_type = $1 AND status = 'Pending' LIMIT 1) j",
-    )
-    .bind(SYNC_QUEUE)
-    .execute(&mut *tx)
-    .await?;
-    audit(
-        &mut *tx,
-        enqueued_by,
-        "nightly_pass",
-        serde_json::json!({
-            "run_id": run.id,
-            "trigger": trigger.as_str(),
-            "scheduled_for": run.scheduled_for,
-            "users_due": run.users_due,
-            "enqueued": run.enqueued,
-            "already_queued": run.already_queued,
-        }),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Some(run))
-}
-
-/// Load one nightly run.
-pub async fn nightly_run(
-    db: impl PgExecutor<'_>,
-    id: i64,
-) -> Result<Option<NightlyRun>, DomainError> {
-    Ok(
-        sqlx::query_as("SELECT * FROM calsync.nightly_runs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await?,
-    )
-}
-
-/// The newest nightly runs, newest first.
-pub async fn recent_nightly_runs(
-    db: impl PgExecutor<'_>,
-    limit: i64,
-) -> Result<Vec<NightlyRun>, DomainError> {
-    Ok(
-        sqlx::query_as("SELECT * FROM calsync.nightly_runs ORDER BY scheduled_for DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(db)
-            .await?,
-    )
-}
-
 /// A job state as operators see it (apalis' raw status plus attempts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -399,20 +262,40 @@ impl JobFilter {
     pub fn push_conditions(&self, qb: &mut QueryBuilder<Postgres>) {
         if let Some(state) = self.state {
             qb.push(" AND ").push(state.condition());
+            if matches!(state, JobState::Pending | JobState::Retrying) {
+                // Active jobs: inside apalis' fetch index.
+                qb.push(" AND ").push(FETCHABLE);
+            }
         }
         if let Some(queue) = &self.queue {
             qb.push(" AND j.job_type = ").push_bind(queue.clone());
         }
         if let Some(user) = self.user_id {
+            // The payload-user index leaves out Pending jobs (the fan-out does not
+            // maintain it); a user's pending job is their active job, found by its key.
             qb.push(" AND j.job_type = ")
                 .push_bind(SYNC_QUEUE)
-                .push(" AND (calsync.job_payload(j.job) ->> 'user_id') = ")
-                .push_bind(user.to_string());
+                .push(" AND ((j.status <> 'Pending' AND (calsync.job_payload(j.job) ->> 'user_id') = ")
+                .push_bind(user.to_string())
+                .push(") OR (j.status = 'Pending' AND j.idempotency_key = calsync.active_job_key(")
+                .push_bind(user)
+                .push(")))");
         }
         if let Some(run) = self.run_id {
+            // A run's jobs were made between its start and the end of its enqueue:
+            // an id range (ULIDs start with their time), then the payload decides.
             qb.push(" AND j.job_type = ")
                 .push_bind(SYNC_QUEUE)
-                .push(" AND (calsync.job_payload(j.job) ->> 'run_id') = ")
+                .push(
+                    " AND j.id >= (SELECT calsync.ulid_floor(r.started_at) FROM calsync.nightly_runs r WHERE r.id = ",
+                )
+                .push_bind(run)
+                .push(
+                    ") AND j.id <= (SELECT coalesce(calsync.ulid_ceiling(r.enqueue_finished_at), '8') \
+                     FROM calsync.nightly_runs r WHERE r.id = ",
+                )
+                .push_bind(run)
+                .push(") AND (calsync.job_payload(j.job) ->> 'run_id') = ")
                 .push_bind(run.to_string());
         }
         if let Some(ids) = &self.ids {
@@ -537,21 +420,12 @@ pub async fn discard_jobs(
     })
 }
 
-/// Job counts by queue and state.
-pub async fn job_counts(
-    db: impl PgExecutor<'_>,
-) -> Result<Vec<(String, JobState, i64)>, DomainError> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT j.job_type, {} AS state, count(*) FROM apalis.jobs j GROUP BY 1, 2 ORDER BY 1, 2",
-        JobState::SQL_EXPR
-    )))
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(q, s, n)| JobState::parse(&s).map(|st| (q, st, n)))
-        .collect())
-}
+/// apalis' own "a worker could fetch this job" — the predicate of its partial fetch
+/// index `idx_apalis_jobs_fetch_partial` (pending, or failed with attempts left), word
+/// for word so the planner can prove a query stays inside that index. AND it with
+/// [`JobState::condition`]s of active states to read only the active jobs.
+pub const FETCHABLE: &str =
+    "(j.status = 'Pending' OR (j.status = 'Failed' AND j.attempts < j.max_attempts))";
 
 /// Append an operator action to `calsync.audit_log`.
 pub async fn audit(
