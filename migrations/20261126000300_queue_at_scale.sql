@@ -10,15 +10,19 @@
 -- queued on one row lock) and kept `lock_by`, which apalis' acknowledgement filters on.
 
 -- 1. Duplicate indexes left by apalis' migrations: unique_job_id is the primary key
---    again, lidx is idx_apalis_jobs_lock_by again. The attempts' foreign key was bound
---    to unique_job_id; bind it to the primary key.
+--    again, lidx is idx_apalis_jobs_lock_by again. The foreign keys of the attempts and
+--    of the quota waits were bound to unique_job_id; bind them to the primary key.
 ALTER TABLE calsync.job_attempts DROP CONSTRAINT job_attempts_job_id_fkey;
+ALTER TABLE calsync.quota_waits DROP CONSTRAINT quota_waits_job_id_fkey;
 DROP INDEX IF EXISTS apalis.unique_job_id;
 DROP INDEX IF EXISTS apalis.lidx;
 ALTER TABLE calsync.job_attempts
     ADD CONSTRAINT job_attempts_job_id_fkey FOREIGN KEY (job_id) REFERENCES apalis.jobs (id)
     ON DELETE CASCADE NOT VALID;
 ALTER TABLE calsync.job_attempts VALIDATE CONSTRAINT job_attempts_job_id_fkey;
+ALTER TABLE calsync.quota_waits
+    ADD CONSTRAINT quota_waits_job_id_fkey FOREIGN KEY (job_id) REFERENCES apalis.jobs (id)
+    ON DELETE CASCADE;
 
 -- 2. calsync's dashboard indexes leave out Pending jobs. The fan-out inserts only
 --    Pending jobs, so it maintains none of them; a job enters them when a worker fetches

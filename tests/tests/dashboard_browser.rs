@@ -187,13 +187,11 @@ async fn health_charts_and_the_attempt_timeline_after_a_real_nightly_run() {
         "the nightly run finished",
         Duration::from_secs(90),
         || async {
-            sqlx::query_scalar::<_, bool>(
-                "SELECT finished_at IS NOT NULL FROM calsync.nightly_runs WHERE id = $1",
-            )
-            .bind(run.id)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
+            // Run progress is appended per job; nightly_run reads it folded in.
+            calsync_domain::queue::nightly_run(&pool, run.id)
+                .await
+                .unwrap()
+                .is_some_and(|r| r.finished_at.is_some())
         },
     )
     .await;

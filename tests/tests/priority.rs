@@ -19,6 +19,11 @@ use sqlx::PgPool;
 
 /// Mark users synced, so the nightly pass leaves them out.
 async fn settle(pool: &PgPool, users: &[i64]) {
+    // The seed's tracked writes are logged; fold them first, or the log would flag
+    // these users again after this update.
+    calsync_domain::tracking::apply_pending_flags(pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE users SET calendar_needs_sync = false, last_calendar_sync_at = now() WHERE id = ANY($1)")
         .bind(users)
         .execute(pool)

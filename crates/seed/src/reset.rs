@@ -6,11 +6,15 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 use crate::SeedError;
 
-/// Every table a seed writes, plus what calsync derived from them (runs, owned
-/// calendars, pending cleanups), emptied with their sequences restarted.
+/// Every table a seed writes, plus what calsync derived from them (runs and their
+/// progress log, the change log, owned calendars, pending cleanups), emptied with their
+/// sequences restarted. A table derived from these that is left out keeps rows naming
+/// ids the restarted sequences hand out again (e.g. an old run's progress counted for
+/// the new run 1).
 const SEEDED_TABLES: &str = "calendar_preferences, final_exams, academic_calendar_events, \
      enrollments, meeting_times, courses, rooms, google_credentials, users, \
-     calsync.nightly_runs, calsync.owned_calendars, calsync.calendar_cleanup";
+     calsync.nightly_runs, calsync.nightly_run_progress, calsync.pending_flags, \
+     calsync.owned_calendars, calsync.calendar_cleanup";
 
 /// How many users have an e-mail address outside `domain` (e.g. `@demo.calsync.test`),
 /// so a caller can refuse to wipe a database that holds real people.

@@ -115,6 +115,10 @@ async fn a_dry_run_predicts_the_next_sync_and_writes_nothing(pool: PgPool) {
     )
     .await;
     let flagged = || async {
+        // Tracked writes are logged; fold the log into the flags before reading them.
+        calsync_domain::tracking::apply_pending_flags(&pool)
+            .await
+            .unwrap();
         sqlx::query_as::<_, (bool, i64, String)>(
             "SELECT calendar_needs_sync, calendar_sync_generation, calendar_sync_status FROM users WHERE id = $1",
         )
