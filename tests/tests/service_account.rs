@@ -454,11 +454,20 @@ async fn cleanup_removes_only_calsyncs_events_from_calendars_students_stopped_us
         "the pass after a nightly tick cleaned up the old calendar",
         MINUTE,
         || async {
+            // Google's side first, then the audit row the pass writes after it.
             fake.live_events("e2e-cal-4")
                 .iter()
                 .map(|e| e["id"].as_str().unwrap_or_default().to_string())
                 .collect::<Vec<_>>()
                 == vec![own[3].clone()]
+                && sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM calsync.audit_log WHERE action = 'calendar_cleanup' \
+                     AND detail->>'calendar_id' = 'e2e-cal-4'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                    > 0
         },
     )
     .await;
