@@ -132,6 +132,8 @@ async fn start_worker(
         format!("--google-token-url={}", fake.token_url()),
         "--google-client-id=bench".into(),
         "--google-client-secret=bench".into(),
+        // Tokens encrypted as in production (a fixed, throwaway bench key).
+        "--credentials-keys=bench:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".into(),
     ];
     let Command::Worker(args) = Cli::try_parse_from(argv)?.command else {
         anyhow::bail!("internal: bench worker arguments did not parse as a worker command");
