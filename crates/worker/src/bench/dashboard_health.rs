@@ -77,7 +77,7 @@ async fn mean_ms(
 pub(super) async fn run(pool: &PgPool, n: i64) -> anyhow::Result<Vec<Row>> {
     println!("==> dashboard overview and error search at {n} jobs");
     sqlx::query(
-        "TRUNCATE apalis.jobs, calsync.job_attempts, calsync.job_stats_minute, calsync.job_stats_hour",
+        "TRUNCATE apalis.jobs, calsync.job_attempts, calsync.quota_waits, calsync.job_stats_minute, calsync.job_stats_hour",
     )
     .execute(pool)
     .await?;
