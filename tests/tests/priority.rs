@@ -337,7 +337,10 @@ async fn a_flood_of_interactive_requests_cannot_push_the_nightly_back() {
     want.extend(["nightly"; 8]);
     want.extend(["beyond the budget"; 4]);
     assert_eq!(order, want, "{main:?}");
-    // The nightly jobs ran in their queue order (run_at; equal ones in any order).
+    // The nightly jobs ran in their queue order (run_at), give or take a place or two:
+    // the fast lane's fetch locks the head nightly row for a moment (apalis' SKIP LOCKED
+    // fetch, which the fast-lane trigger then declines), so the other slot may take the
+    // next one first.
     let mut nightly_run_at = Vec::new();
     for r in main.iter().filter(|r| kind(&r.0) == "nightly") {
         let at: DateTime<Utc> = sqlx::query_scalar("SELECT run_at FROM apalis.jobs WHERE id = $1")
@@ -348,8 +351,13 @@ async fn a_flood_of_interactive_requests_cannot_push_the_nightly_back() {
         nightly_run_at.push(at);
     }
     assert_eq!(nightly_run_at.len(), nightly.len());
+    let mut by_run_at: Vec<usize> = (0..nightly_run_at.len()).collect();
+    by_run_at.sort_by_key(|i| nightly_run_at[*i]);
     assert!(
-        nightly_run_at.windows(2).all(|w| w[0] <= w[1]),
-        "the nightly jobs in their order: {nightly_run_at:?}"
+        by_run_at
+            .iter()
+            .enumerate()
+            .all(|(rank, started)| rank.abs_diff(*started) <= 2),
+        "the nightly jobs in their order (give or take two places): {nightly_run_at:?}"
     );
 }
