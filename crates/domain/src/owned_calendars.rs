@@ -77,9 +77,12 @@ pub async fn record(
     user_id: i64,
     owner: &str,
 ) -> Result<(), DomainError> {
+    // One statement: the calendar is recorded and the creation attempt ends together.
     sqlx::query(
-        "INSERT INTO calsync.owned_calendars (calendar_id, user_id, owner) VALUES ($1, $2, $3) \
-         ON CONFLICT (calendar_id) DO NOTHING",
+        "WITH recorded AS ( \
+             INSERT INTO calsync.owned_calendars (calendar_id, user_id, owner) VALUES ($1, $2, $3) \
+             ON CONFLICT (calendar_id) DO NOTHING \
+         ) DELETE FROM calsync.provisioning_attempts WHERE user_id = $2",
     )
     .bind(calendar_id)
     .bind(user_id)
@@ -87,6 +90,22 @@ pub async fn record(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Note that a calendar creation for `user_id` begins (before `calendars.insert`).
+/// Returns true when an earlier creation began and was never recorded ([`record`]):
+/// a crash may have left a calendar in Google, so the caller looks for it by its
+/// [`marker`] before creating another. False on the usual path, where there is nothing
+/// to look for (and no need to list every calendar the owner has).
+pub async fn begin_creation(db: impl PgExecutor<'_>, user_id: i64) -> Result<bool, DomainError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO calsync.provisioning_attempts AS p (user_id) VALUES ($1) \
+         ON CONFLICT (user_id) DO UPDATE SET started_at = now() \
+         RETURNING p.xmax <> 0",
+    )
+    .bind(user_id)
+    .fetch_one(db)
+    .await?)
 }
 
 /// Record that the calendar is shared with `email`.

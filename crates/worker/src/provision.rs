@@ -3,9 +3,12 @@
 //!
 //! 1. The user's active row in `calsync.owned_calendars` (a crash after the record but
 //!    before the user's row was updated) is reused.
-//! 2. Else a calendar in the owner's calendar list whose description carries the user's
-//!    marker (`[calsync:<installation>:user:<id>]`; a crash between create and record)
-//!    is adopted.
+//! 2. Else, when an earlier creation for this user began and was never recorded
+//!    (`calsync.provisioning_attempts`, written before `calendars.insert`), a calendar in
+//!    the owner's calendar list whose description carries the user's marker
+//!    (`[calsync:<installation>:user:<id>]`; a crash between create and record) is
+//!    adopted. Only then is the owner's whole calendar list read: on the usual path a
+//!    new student costs no listing, however many calendars the owner has.
 //! 3. Else a calendar is created (summary and time zone from the configuration, the
 //!    marker in its description) and recorded at once.
 //!
@@ -107,16 +110,23 @@ impl Provisioner {
             None => {
                 let installation = settings::installation_id(&self.pool).await?;
                 let marker = owned_calendars::marker(&installation, user_id);
-                let found = session
-                    .list_calendars()
-                    .await?
-                    .into_iter()
-                    .filter(|c| Some(c.id.as_str()) != previous)
-                    .find(|c| {
-                        c.description
-                            .as_deref()
-                            .is_some_and(|d| d.contains(&marker))
-                    });
+                // Only after a creation that began and was never recorded can a calendar
+                // with this marker exist: then look for it (listing every calendar the
+                // owner has), otherwise create straight away.
+                let found = if owned_calendars::begin_creation(&self.pool, user_id).await? {
+                    session
+                        .list_calendars()
+                        .await?
+                        .into_iter()
+                        .filter(|c| Some(c.id.as_str()) != previous)
+                        .find(|c| {
+                            c.description
+                                .as_deref()
+                                .is_some_and(|d| d.contains(&marker))
+                        })
+                } else {
+                    None
+                };
                 let id = match found {
                     Some(c) => {
                         tracing::info!(user_id, calendar_id = %c.id,
