@@ -14,7 +14,7 @@ use crate::SeedError;
 const SEEDED_TABLES: &str = "calendar_preferences, final_exams, academic_calendar_events, \
      enrollments, meeting_times, courses, rooms, google_credentials, users, \
      calsync.nightly_runs, calsync.nightly_run_progress, calsync.pending_flags, \
-     calsync.owned_calendars, calsync.calendar_cleanup";
+     calsync.owned_calendars, calsync.provisioning_attempts, calsync.calendar_cleanup";
 
 /// How many users have an e-mail address outside `domain` (e.g. `@demo.calsync.test`),
 /// so a caller can refuse to wipe a database that holds real people.
