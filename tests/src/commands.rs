@@ -17,6 +17,24 @@ pub struct CliRun {
     pub stderr: String,
 }
 
+/// `calsync sync-user USER --wait --timeout-secs 60` against `db_url` (no Google
+/// settings: the workers sync), waited for up to a minute.
+pub fn sync_user_and_wait(db_url: &str, user: i64) -> CliRun {
+    run_calsync(
+        db_url,
+        None,
+        &[
+            "sync-user",
+            &user.to_string(),
+            "--wait",
+            "--timeout-secs",
+            "60",
+        ],
+        &[],
+        Duration::from_secs(60),
+    )
+}
+
 /// Run `calsync args…` to completion against `db_url` (and the fake's URLs when given),
 /// output piped, with [`E2E_CREDENTIALS_KEYS`] unless `env` says otherwise; panics after
 /// `timeout`.

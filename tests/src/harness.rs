@@ -9,7 +9,7 @@ use std::{
 
 use sqlx::{AssertSqlSafe, PgPool, postgres::PgPoolOptions};
 
-pub use crate::commands::{CliRun, ServiceAccountKeyFile, run_calsync};
+pub use crate::commands::{CliRun, ServiceAccountKeyFile, run_calsync, sync_user_and_wait};
 
 /// The base `DATABASE_URL` (set by `scripts/test.sh`).
 pub fn base_url() -> String {

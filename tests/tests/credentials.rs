@@ -248,36 +248,12 @@ async fn a_token_no_key_opens_marks_that_student_needs_reauth_and_the_worker_car
         &args,
         &[("CALSYNC_CREDENTIALS_KEYS", lost.as_str())],
     );
-    let synced = run_calsync(
-        &url,
-        None,
-        &[
-            "sync-user",
-            &users[0].to_string(),
-            "--wait",
-            "--timeout-secs",
-            "60",
-        ],
-        &[],
-        MINUTE,
-    );
+    let synced = sync_user_and_wait(&url, users[0]);
     assert!(synced.success, "{synced:?}");
     assert!(old.terminate(MINUTE).success());
 
     let mut worker = WorkerProcess::spawn(&url, &fake, "newkey", &args);
-    let failed = run_calsync(
-        &url,
-        None,
-        &[
-            "sync-user",
-            &users[0].to_string(),
-            "--wait",
-            "--timeout-secs",
-            "60",
-        ],
-        &[],
-        MINUTE,
-    );
+    let failed = sync_user_and_wait(&url, users[0]);
     assert!(!failed.success, "{failed:?}");
     assert!(failed.stdout.contains("killed"), "{failed:?}");
     assert!(failed.stdout.contains("cannot be decrypted"), "{failed:?}");
@@ -295,19 +271,7 @@ async fn a_token_no_key_opens_marks_that_student_needs_reauth_and_the_worker_car
         "{error}"
     );
     // Everyone else syncs, on the same worker.
-    let other = run_calsync(
-        &url,
-        None,
-        &[
-            "sync-user",
-            &users[1].to_string(),
-            "--wait",
-            "--timeout-secs",
-            "60",
-        ],
-        &[],
-        MINUTE,
-    );
+    let other = sync_user_and_wait(&url, users[1]);
     assert!(other.success && other.stdout.contains("done"), "{other:?}");
     assert!(worker.is_running(), "{}", worker.log_text());
     assert!(

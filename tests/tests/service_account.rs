@@ -150,19 +150,7 @@ async fn a_service_account_worker_provisions_shares_syncs_replaces_and_cleans_up
     // The student's calendar is deleted in Google: the next sync replaces it, in one job.
     let old = calendar_of(&pool, users[0]).await.unwrap();
     fake.delete_calendar(&old);
-    let again = run_calsync(
-        &url,
-        None,
-        &[
-            "sync-user",
-            &users[0].to_string(),
-            "--wait",
-            "--timeout-secs",
-            "60",
-        ],
-        &[],
-        MINUTE,
-    );
+    let again = sync_user_and_wait(&url, users[0]);
     assert!(again.success, "{again:?}");
     assert!(again.stdout.contains("done"), "{again:?}");
     let new = calendar_of(&pool, users[0]).await.unwrap();
